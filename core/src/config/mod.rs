@@ -1,0 +1,326 @@
+//! Spooky's configuration: typed values, parsed from YAML without touching the file system.
+//!
+//! [`Config::from_yaml`] turns YAML text into a validated [`Config`]. Every error names the key
+//! path (`backends[1].weight`), the offending value and what is allowed, so an operator can fix
+//! the file without reading the source. Files the configuration points at (certificates, keys,
+//! CA bundles) are read later by [`crate::tls::TlsMaterials::load`] through a reader the caller
+//! injects, which keeps this crate free of I/O.
+
+mod duration;
+mod yaml;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+
+/// The whole configuration of one Spooky instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: ListenConfig,
+    /// The backends requests are balanced over (one pool for now).
+    pub backends: Vec<BackendConfig>,
+    /// How a backend is chosen for each request.
+    pub load_balancing: LoadBalancing,
+    /// Log verbosity and format.
+    pub log: LogConfig,
+    /// Timeouts for both sides of the proxy.
+    pub timeouts: Timeouts,
+    /// Size and concurrency limits.
+    pub limits: Limits,
+    /// Which runtime runs the core, and with how many shards.
+    pub runtime: RuntimeConfig,
+}
+
+/// The client-facing listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+    /// Only `http3` is supported.
+    pub protocol: ListenProtocol,
+    /// Address to bind.
+    pub address: IpAddr,
+    /// UDP port to bind.
+    pub port: u16,
+    /// Certificate and key presented to clients.
+    pub tls: ListenTls,
+}
+
+impl ListenConfig {
+    /// The socket address to bind.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+/// The protocol clients speak to Spooky.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenProtocol {
+    /// HTTP/3 over QUIC.
+    Http3,
+}
+
+/// Server certificate chain and private key, PEM or DER.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenTls {
+    /// Certificate chain file (PEM with one or more certificates, or a single DER certificate).
+    pub cert: PathBuf,
+    /// Private key file (PEM PKCS#8/PKCS#1/SEC1, or DER PKCS#8).
+    pub key: PathBuf,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Unique name, used in logs and metrics.
+    pub id: String,
+    /// Where the backend listens.
+    pub address: SocketAddr,
+    /// Relative share of requests; at least 1.
+    pub weight: u32,
+    /// Which protocol Spooky speaks to this backend.
+    pub protocol: BackendProtocol,
+    /// TLS settings for HTTP/3 backends (ignored for HTTP/1.1).
+    pub tls: UpstreamTls,
+    /// Active health check; parsed and validated, probing arrives with the resilience work.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// The protocol Spooky speaks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 over TCP, keep-alive connections pooled per backend.
+    Http1,
+    /// HTTP/3 over QUIC, one multiplexed connection per backend.
+    Http3,
+}
+
+impl fmt::Display for BackendProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendProtocol::Http1 => "http1",
+            BackendProtocol::Http3 => "http3",
+        })
+    }
+}
+
+/// How Spooky verifies an HTTP/3 backend's certificate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamTls {
+    /// CA bundle (PEM or DER) that must have issued the backend's certificate.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate. For development only; logged loudly.
+    pub insecure_skip_verify: bool,
+    /// Name to verify and send as SNI; defaults to the backend address's IP.
+    pub server_name: Option<String>,
+}
+
+/// Active health check settings for one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Path requested with GET.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// How long a probe may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy backend healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy backend unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Status codes that count as success: `low..=high`.
+    pub expected_status: (u16, u16),
+}
+
+/// Balancing strategy of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBalancing {
+    /// Weighted round-robin, smooth (no bursts to one backend).
+    RoundRobin,
+    /// Weighted random from the core's seeded RNG.
+    Random,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// One of `trace`, `debug`, `info`, `warn`, `error`.
+    pub level: LogLevel,
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Diagnostics.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems worth a look.
+    Warn,
+    /// Failures.
+    Error,
+}
+
+impl LogLevel {
+    /// The name used in configs and filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// Timeouts; each has a safe default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// Establishing a TCP or QUIC connection to a backend.
+    pub connect: Duration,
+    /// From sending a request upstream until its response headers arrive; exceeded → 504.
+    pub response_headers: Duration,
+    /// Whole exchange, from request headers to the end of the response body.
+    pub request: Duration,
+    /// A pooled idle upstream connection is closed after this long.
+    pub upstream_idle: Duration,
+    /// QUIC idle timeout towards clients.
+    pub client_idle: Duration,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            response_headers: Duration::from_secs(30),
+            request: Duration::from_secs(300),
+            upstream_idle: Duration::from_secs(60),
+            client_idle: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Size and concurrency limits; each has a safe default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Concurrent request streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Largest header section accepted (bytes, as counted by RFC 9114 §4.2.2).
+    pub max_header_size: u32,
+    /// Largest request body forwarded; larger requests get 413. `None` = unlimited.
+    pub max_request_body: Option<u64>,
+    /// Client connections per shard; more are refused.
+    pub max_connections: u32,
+    /// TCP connections per HTTP/1.1 backend per shard.
+    pub max_upstream_connections: u32,
+    /// Requests waiting for an upstream connection per backend; overflow gets 503.
+    pub max_pending_requests: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_streams: 100,
+            max_header_size: 64 * 1024,
+            max_request_body: None,
+            max_connections: 100_000,
+            max_upstream_connections: 256,
+            max_pending_requests: 1024,
+        }
+    }
+}
+
+/// Runtime selection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Which event loop runs the core.
+    pub kind: RuntimeKind,
+    /// Shards (threads) for the mio runtime; `None` = number of cores.
+    pub shards: Option<u16>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            kind: RuntimeKind::Tokio,
+            shards: None,
+        }
+    }
+}
+
+/// The event loop that drives the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// tokio, one task owning the core.
+    Tokio,
+    /// mio, one thread and one SO_REUSEPORT socket per shard.
+    Mio,
+}
+
+/// A configuration problem: where, what, and what would have been accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct ConfigError {
+    /// Key path, such as `backends[1].weight`; empty for the document itself.
+    pub path: String,
+    /// What is wrong, quoting the bad value and saying what is allowed.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// A new error at `path`.
+    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates YAML text.
+    ///
+    /// Unknown keys, wrong types, unparsable addresses or durations, zero weights and duplicate
+    /// backend ids are errors. Referenced files are not read here.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        yaml::parse(text)
+    }
+
+    /// A minimal configuration for tests and the demo: one listener, the given backends,
+    /// round-robin, defaults everywhere else.
+    pub fn with_backends(listen: ListenConfig, backends: Vec<BackendConfig>) -> Config {
+        Config {
+            listen,
+            backends,
+            load_balancing: LoadBalancing::RoundRobin,
+            log: LogConfig {
+                level: LogLevel::Info,
+            },
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+}
+
+impl BackendConfig {
+    /// A backend with weight 1, no TLS settings and no health check.
+    pub fn new(id: impl Into<String>, address: SocketAddr, protocol: BackendProtocol) -> Self {
+        BackendConfig {
+            id: id.into(),
+            address,
+            weight: 1,
+            protocol,
+            tls: UpstreamTls::default(),
+            health_check: None,
+        }
+    }
+}

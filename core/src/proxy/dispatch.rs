@@ -1,0 +1,200 @@
+//! Choosing a backend for a request and attaching the request to one of its connections.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::exchange::{Leg, ReqState, RespState, headers_frame};
+use super::{Core, ExId, TimerKey};
+use crate::balance::Candidate;
+use crate::config::BackendProtocol;
+use crate::fields::FieldSection;
+use crate::h3::frame;
+use crate::h3::message::RequestHead;
+use crate::http1::{self, RequestBodyFraming};
+
+impl Core {
+    /// Routes a request whose head was accepted to a backend.
+    pub(super) fn dispatch(&mut self, ex: ExId) {
+        let Some(e) = self.exchanges.get(ex) else {
+            return;
+        };
+        if e.req == ReqState::Abandoned || e.client_done || e.resp != RespState::AwaitHead {
+            return;
+        }
+        let candidates: SmallVec<[Candidate; 16]> = self
+            .backends
+            .iter()
+            .map(|b| Candidate {
+                weight: b.weight,
+                available: true,
+                in_flight: b.in_flight,
+            })
+            .collect();
+        let Some(b) = self.strategy.pick(&candidates, &mut self.rng) else {
+            self.metrics.no_backend += 1;
+            self.respond_error(ex, 503, "no backend available");
+            return;
+        };
+        self.exchanges[ex].backend = Some(b);
+        self.backends[b].in_flight += 1;
+        let wait_deadline = self.now + self.config.timeouts.connect;
+        self.set_exchange_deadline(ex, wait_deadline);
+        match self.backends[b].protocol {
+            BackendProtocol::Http1 => self.dispatch_h1(ex, b),
+            BackendProtocol::Http3 => self.dispatch_h3(ex, b),
+        }
+    }
+
+    /// Sets the exchange's deadline, never beyond its whole-request limit.
+    pub(super) fn set_exchange_deadline(&mut self, ex: ExId, at: std::time::Instant) {
+        let Some(e) = self.exchanges.get_mut(ex) else {
+            return;
+        };
+        let at = at.min(e.started + self.config.timeouts.request);
+        e.deadline = Some(at);
+        self.timers.set(TimerKey::Exchange(ex), Some(at));
+    }
+
+    /// Puts an exchange in its backend's queue, or answers 503 if the queue is full.
+    pub(super) fn wait_for_backend(&mut self, ex: ExId, b: usize) {
+        let backend = &mut self.backends[b];
+        if backend.waiting.len() >= self.config.limits.max_pending_requests as usize {
+            self.metrics.no_backend += 1;
+            self.respond_error(ex, 503, "backend overloaded");
+            return;
+        }
+        backend.waiting.push_back(ex);
+        self.exchanges[ex].leg = Leg::Waiting;
+    }
+
+    /// The exchange's backend is attached and the request head is queued: start the
+    /// time-to-response-headers clock and send what there is.
+    pub(super) fn request_attached(&mut self, ex: ExId) {
+        let deadline = self.now + self.config.timeouts.response_headers;
+        self.set_exchange_deadline(ex, deadline);
+        self.pump_request(ex);
+    }
+
+    /// Writes what is queued for the backend. Returns true if the backend can take more.
+    pub(super) fn flush_to_backend(&mut self, ex: ExId) -> bool {
+        let Some(e) = self.exchanges.get_mut(ex) else {
+            return false;
+        };
+        match &e.leg {
+            Leg::H3 { conn, stream, .. } => {
+                let (conn, stream) = (*conn, *stream);
+                self.flush_to_h3(ex, conn, stream)
+            }
+            Leg::H1 { tcp } => {
+                let tcp = *tcp;
+                self.flush_to_tcp(ex, tcp)
+            }
+            _ => false,
+        }
+    }
+
+    /// Frames a piece of request body for the attached backend.
+    pub(super) fn frame_body_for_backend(&mut self, ex: ExId, body: Bytes) {
+        let e = &mut self.exchanges[ex];
+        match &e.leg {
+            Leg::H3 { .. } => {
+                e.to_backend.push(frame::data_header(body.len()));
+                e.to_backend.push(body);
+            }
+            Leg::H1 { .. } => {
+                if e.h1_framing == RequestBodyFraming::Chunked {
+                    let mut header = Vec::with_capacity(10);
+                    http1::write_chunk_header(body.len(), &mut header);
+                    e.to_backend.push(Bytes::from(header));
+                    e.to_backend.push(body);
+                    e.to_backend.push(Bytes::from_static(http1::CHUNK_TRAILER_CRLF));
+                } else {
+                    e.to_backend.push(body);
+                }
+            }
+            _ => e.body = Some(body),
+        }
+    }
+
+    /// Queues whatever ends the request on the backend side (trailers, the last chunk).
+    pub(super) fn queue_request_end(&mut self, ex: ExId) {
+        let e = &mut self.exchanges[ex];
+        match &e.leg {
+            Leg::H3 { .. } => {
+                if let Some(trailers) = e.trailers.take() {
+                    let frame = headers_frame(trailers.iter(), &mut self.scratch);
+                    self.exchanges[ex].to_backend.push(frame);
+                }
+            }
+            Leg::H1 { .. } => {
+                if e.h1_framing == RequestBodyFraming::Chunked {
+                    let mut end = Vec::new();
+                    http1::write_last_chunk(e.trailers.as_ref(), &mut end);
+                    e.to_backend.push(Bytes::from(end));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Everything queued was accepted and the request is complete: close the request side.
+    pub(super) fn finish_backend_request(&mut self, ex: ExId) {
+        let e = &mut self.exchanges[ex];
+        if let Leg::H3 { conn, stream, .. } = &e.leg {
+            let (conn, stream) = (*conn, *stream);
+            if let Some(c) = self.backend_conns.get_mut(conn).and_then(Option::as_mut) {
+                let _ = c.quic.send_stream(stream).finish();
+            }
+            self.mark_backend_dirty(conn);
+        }
+        self.exchanges[ex].request_sent = true;
+    }
+}
+
+/// Header fields for the backend request: the client's regular fields, with
+/// `x-forwarded-for` extended by the client's address and `x-forwarded-proto` set.
+/// `skip` names fields the caller writes itself.
+pub(super) fn forwarded_fields(
+    head: &RequestHead,
+    client_ip: std::net::IpAddr,
+    skip: &[&[u8]],
+    join_cookies: bool,
+) -> FieldSection {
+    let mut out = FieldSection::new();
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut cookies: Option<Vec<u8>> = None;
+    for (name, value) in head.regular_fields() {
+        if skip.contains(&name) || name == b"x-forwarded-proto" {
+            continue;
+        }
+        match name {
+            b"x-forwarded-for" => {
+                let v = forwarded_for.get_or_insert_with(Vec::new);
+                if !v.is_empty() {
+                    v.extend_from_slice(b", ");
+                }
+                v.extend_from_slice(value);
+            }
+            // HTTP/3 may split cookies into several fields; HTTP/1.1 wants one (RFC 9114 §4.2.1).
+            b"cookie" if join_cookies => {
+                let v = cookies.get_or_insert_with(Vec::new);
+                if !v.is_empty() {
+                    v.extend_from_slice(b"; ");
+                }
+                v.extend_from_slice(value);
+            }
+            _ => out.push(name, value),
+        }
+    }
+    if let Some(c) = cookies {
+        out.push(b"cookie", &c);
+    }
+    let mut xff = forwarded_for.unwrap_or_default();
+    if !xff.is_empty() {
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(client_ip.to_string().as_bytes());
+    out.push(b"x-forwarded-for", &xff);
+    out.push(b"x-forwarded-proto", b"https");
+    out
+}

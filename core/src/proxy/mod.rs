@@ -1,0 +1,461 @@
+//! The proxy state machine: client connections in, backend exchanges out.
+//!
+//! [`Core`] owns two quinn-proto endpoints (clients connect to one; the other connects to
+//! HTTP/3 backends), the HTTP/1.1 backend connections, and one [`Exchange`](exchange) per
+//! request in flight. Each exchange moves a request from a client stream to a backend and the
+//! response back, one bounded piece at a time: nothing is read from one side until the other
+//! side has taken what was read before, so QUIC and TCP flow control carry backpressure end to
+//! end and no body is ever buffered whole.
+//!
+//! The code is split by side: `client` (client connections and request streams), `dispatch`
+//! (choosing a backend and attaching an exchange to it), `backend_h3` and `backend_h1` (the two
+//! kinds of backend connection), `exchange` (per-request state and the shared response path).
+
+mod backend_h1;
+mod backend_h3;
+mod client;
+mod dispatch;
+mod exchange;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use hashbrown::HashMap;
+use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, ServerConfig};
+use slab::Slab;
+
+use crate::balance::{self, Strategy};
+use crate::config::{BackendProtocol, Config};
+use crate::metrics::Metrics;
+use crate::quic::crypto::{self, CryptoMode, TlsMaterials};
+use crate::quic;
+use crate::rng::Rng;
+use crate::timer::{FixedState, TimerQueue};
+use crate::{Control, Datagram, Input, Output, SocketKind, TcpId, Transmit};
+
+use backend_h1::TcpConn;
+use backend_h3::BackendConn;
+use client::ClientConn;
+use exchange::Exchange;
+
+/// Identifies an exchange in the core's slab.
+type ExId = usize;
+
+/// Everything needed to build a [`Core`].
+pub struct CoreParams {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Certificates and keys, loaded by the caller.
+    pub tls: TlsMaterials,
+    /// Seed for every random choice; runtimes draw it from the OS and log it.
+    pub seed: [u8; 32],
+    /// This core's shard number, written into every connection ID it issues.
+    pub shard: u16,
+    /// Where TLS gets randomness and time.
+    pub crypto: CryptoMode,
+    /// Datagrams the runtime can send in one GSO batch (1 without GSO).
+    pub max_gso_segments: usize,
+    /// The time the core starts at.
+    pub now: Instant,
+}
+
+/// Why a core could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// TLS configuration failed.
+    #[error("TLS setup failed for {what}: {reason}")]
+    Tls {
+        /// Which part.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Timer owners. Each has at most one deadline in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    Client(usize),
+    Backend(usize),
+    Exchange(ExId),
+    Tcp(TcpId),
+}
+
+/// Run-time state of one configured backend.
+struct Backend {
+    id: Arc<str>,
+    address: SocketAddr,
+    protocol: BackendProtocol,
+    weight: u32,
+    /// quinn-proto client config (HTTP/3 backends).
+    quic_config: Option<quinn_proto::ClientConfig>,
+    server_name: String,
+    /// Open QUIC connections (handles into `Core::backend_conns`).
+    quic_conns: Vec<usize>,
+    /// Idle keep-alive TCP connections, most recently used last.
+    tcp_idle: Vec<TcpId>,
+    /// TCP connections open or opening.
+    tcp_open: u32,
+    /// Exchanges waiting for a connection or stream.
+    waiting: VecDeque<ExId>,
+    in_flight: u32,
+}
+
+/// Spooky's core. See the crate documentation for the loop that drives it.
+pub struct Core {
+    now: Instant,
+    config: Arc<Config>,
+    rng: Rng,
+    max_gso_segments: usize,
+    client_endpoint: Endpoint,
+    backend_endpoint: Endpoint,
+    server_config: Arc<ServerConfig>,
+    clients: Vec<Option<ClientConn>>,
+    backend_conns: Vec<Option<BackendConn>>,
+    tcp: HashMap<TcpId, TcpConn, FixedState>,
+    next_tcp_id: u64,
+    exchanges: Slab<Exchange>,
+    backends: Vec<Backend>,
+    strategy: Box<dyn Strategy>,
+    timers: TimerQueue<TimerKey>,
+    /// TCP commands waiting for `poll_output`.
+    commands: VecDeque<Output>,
+    /// Datagrams an endpoint produced on its own (stateless resets, refusals).
+    endpoint_transmits: VecDeque<(Transmit, Vec<u8>)>,
+    /// Connections that may have datagrams to send.
+    dirty_clients: VecDeque<usize>,
+    dirty_backends: VecDeque<usize>,
+    metrics: Metrics,
+    draining: bool,
+    /// Reused buffer for encoding header sections.
+    scratch: Vec<u8>,
+}
+
+impl Core {
+    /// Builds a core. Fails only if TLS cannot be set up from the given materials.
+    pub fn new(params: CoreParams) -> Result<Core, CoreError> {
+        let CoreParams {
+            config,
+            tls,
+            seed,
+            shard,
+            crypto: mode,
+            max_gso_segments,
+            now,
+        } = params;
+        let mut rng = Rng::from_seed(seed);
+
+        let server_crypto =
+            crypto::server_crypto(&tls.server, mode).map_err(|reason| CoreError::Tls {
+                what: "the listener".into(),
+                reason,
+            })?;
+        let mut server_config = ServerConfig::new(server_crypto, quic::token_key(&mut rng));
+        server_config.transport_config(Arc::new(quic::client_facing_transport(
+            config.limits.max_concurrent_streams,
+            config.timeouts.client_idle,
+        )));
+        if let CryptoMode::Deterministic { unix_time, .. } = mode {
+            server_config.time_source(Arc::new(quic::FixedSystemTime(unix_time)));
+        }
+        let server_config = Arc::new(server_config);
+
+        let client_endpoint = Endpoint::new(
+            Arc::new(quic::endpoint_config(shard, &mut rng)),
+            Some(server_config.clone()),
+            true,
+            None,
+        );
+        let backend_endpoint = Endpoint::new(
+            Arc::new(quic::endpoint_config(shard, &mut rng)),
+            None,
+            true,
+            None,
+        );
+
+        let transport = Arc::new(quic::backend_facing_transport(config.timeouts.upstream_idle));
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (i, b) in config.backends.iter().enumerate() {
+            let quic_config = match tls.backends.get(i).and_then(Option::as_ref) {
+                Some(verify) if b.protocol == BackendProtocol::Http3 => {
+                    let crypto = crypto::client_crypto(verify, mode).map_err(|reason| {
+                        CoreError::Tls {
+                            what: format!("backend {}", b.id),
+                            reason,
+                        }
+                    })?;
+                    let mut c = quinn_proto::ClientConfig::new(crypto);
+                    c.transport_config(transport.clone());
+                    c.initial_dst_cid_provider(quic::initial_dcid_provider(&mut rng));
+                    Some(c)
+                }
+                _ => None,
+            };
+            backends.push(Backend {
+                id: b.id.as_str().into(),
+                address: b.address,
+                protocol: b.protocol,
+                weight: b.weight,
+                quic_config,
+                server_name: crypto::backend_server_name(
+                    b.tls.server_name.as_deref(),
+                    b.address.ip(),
+                ),
+                quic_conns: Vec::new(),
+                tcp_idle: Vec::new(),
+                tcp_open: 0,
+                waiting: VecDeque::new(),
+                in_flight: 0,
+            });
+        }
+        let strategy = balance::strategy_for(config.load_balancing, backends.len());
+
+        Ok(Core {
+            now,
+            config,
+            rng,
+            max_gso_segments: max_gso_segments.max(1),
+            client_endpoint,
+            backend_endpoint,
+            server_config,
+            clients: Vec::new(),
+            backend_conns: Vec::new(),
+            tcp: HashMap::with_hasher(FixedState),
+            next_tcp_id: 0,
+            exchanges: Slab::new(),
+            backends,
+            strategy,
+            timers: TimerQueue::new(),
+            commands: VecDeque::new(),
+            endpoint_transmits: VecDeque::new(),
+            dirty_clients: VecDeque::new(),
+            dirty_backends: VecDeque::new(),
+            metrics: Metrics::default(),
+            draining: false,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Feeds one input. Afterwards drain [`poll_output`](Self::poll_output).
+    pub fn handle_input(&mut self, input: Input) {
+        let now = input.now();
+        if now > self.now {
+            self.now = now;
+        }
+        match input {
+            Input::Datagram(d) => self.on_datagram(d),
+            Input::Timeout { .. } => self.on_timeout(),
+            Input::Tcp { id, event, .. } => self.on_tcp_event(id, event),
+            Input::Control { command, .. } => match command {
+                Control::Drain => self.start_drain(),
+            },
+        }
+    }
+
+    /// The next thing to do, or `None` when there is nothing left. Datagram payloads are
+    /// written into `buf` (cleared first).
+    pub fn poll_output(&mut self, buf: &mut Vec<u8>) -> Option<Output> {
+        if let Some(out) = self.commands.pop_front() {
+            return Some(out);
+        }
+        buf.clear();
+        if let Some((transmit, bytes)) = self.endpoint_transmits.pop_front() {
+            buf.extend_from_slice(&bytes);
+            return Some(Output::Transmit(transmit));
+        }
+        while let Some(&h) = self.dirty_clients.front() {
+            if let Some(conn) = self.clients.get_mut(h).and_then(Option::as_mut) {
+                if let Some(t) = conn.quic.poll_transmit(self.now, self.max_gso_segments, buf) {
+                    return Some(Output::Transmit(transmit(SocketKind::Listener, t)));
+                }
+                conn.dirty = false;
+                let deadline = conn.quic.poll_timeout();
+                self.timers.set(TimerKey::Client(h), deadline);
+            }
+            self.dirty_clients.pop_front();
+        }
+        while let Some(&h) = self.dirty_backends.front() {
+            if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
+                if let Some(t) = conn.quic.poll_transmit(self.now, self.max_gso_segments, buf) {
+                    return Some(Output::Transmit(transmit(SocketKind::Upstream, t)));
+                }
+                conn.dirty = false;
+                let deadline = conn.quic.poll_timeout();
+                self.timers.set(TimerKey::Backend(h), deadline);
+            }
+            self.dirty_backends.pop_front();
+        }
+        None
+    }
+
+    /// The earliest deadline; feed [`Input::Timeout`] when it passes.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics.clone();
+        m.exchanges_open = self.exchanges.len() as u64;
+        m.connections_open = self.clients.iter().filter(|c| c.is_some()).count() as u64;
+        m
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// True once a drain finished: no client connections remain.
+    pub fn is_drained(&self) -> bool {
+        self.draining && self.clients.iter().all(Option::is_none)
+    }
+
+    /// True while draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let Datagram {
+            socket,
+            from,
+            local_ip,
+            ecn,
+            mut data,
+            segment_size,
+            ..
+        } = d;
+        let step = segment_size.unwrap_or(data.len()).max(1);
+        while !data.is_empty() {
+            let segment = data.split_to(step.min(data.len()));
+            match socket {
+                SocketKind::Listener => self.on_client_datagram(from, local_ip, ecn, segment),
+                SocketKind::Upstream => self.on_backend_datagram(from, local_ip, ecn, segment),
+            }
+        }
+    }
+
+    fn on_client_datagram(
+        &mut self,
+        from: SocketAddr,
+        local_ip: Option<std::net::IpAddr>,
+        ecn: Option<crate::EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        let mut response = Vec::new();
+        let event = self
+            .client_endpoint
+            .handle(self.now, from, local_ip, ecn, data, &mut response);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(h, event)) => {
+                if let Some(conn) = self.clients.get_mut(h.0).and_then(Option::as_mut) {
+                    conn.quic.handle_event(event);
+                    self.drive_client(h.0);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => self.on_incoming(incoming),
+            Some(DatagramEvent::Response(t)) => {
+                response.truncate(t.size);
+                self.endpoint_transmits
+                    .push_back((transmit(SocketKind::Listener, t), response));
+            }
+            None => {}
+        }
+    }
+
+    fn on_backend_datagram(
+        &mut self,
+        from: SocketAddr,
+        local_ip: Option<std::net::IpAddr>,
+        ecn: Option<crate::EcnCodepoint>,
+        data: BytesMut,
+    ) {
+        let mut response = Vec::new();
+        let event = self
+            .backend_endpoint
+            .handle(self.now, from, local_ip, ecn, data, &mut response);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(h, event)) => {
+                if let Some(conn) = self.backend_conns.get_mut(h.0).and_then(Option::as_mut) {
+                    conn.quic.handle_event(event);
+                    self.drive_backend(h.0);
+                }
+            }
+            // Nobody may connect to the backend-facing endpoint.
+            Some(DatagramEvent::NewConnection(incoming)) => self.backend_endpoint.ignore(incoming),
+            Some(DatagramEvent::Response(t)) => {
+                response.truncate(t.size);
+                self.endpoint_transmits
+                    .push_back((transmit(SocketKind::Upstream, t), response));
+            }
+            None => {}
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        while let Some(key) = self.timers.pop_expired(self.now) {
+            match key {
+                TimerKey::Client(h) => {
+                    if let Some(conn) = self.clients.get_mut(h).and_then(Option::as_mut) {
+                        conn.quic.handle_timeout(self.now);
+                        self.drive_client(h);
+                    }
+                }
+                TimerKey::Backend(h) => {
+                    if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
+                        conn.quic.handle_timeout(self.now);
+                        self.drive_backend(h);
+                    }
+                }
+                TimerKey::Exchange(ex) => self.on_exchange_timeout(ex),
+                TimerKey::Tcp(id) => self.on_tcp_timeout(id),
+            }
+        }
+    }
+
+    fn mark_client_dirty(&mut self, h: usize) {
+        if let Some(conn) = self.clients.get_mut(h).and_then(Option::as_mut) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty_clients.push_back(h);
+            }
+        }
+    }
+
+    fn mark_backend_dirty(&mut self, h: usize) {
+        if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty_backends.push_back(h);
+            }
+        }
+    }
+
+    fn new_tcp_id(&mut self) -> TcpId {
+        self.next_tcp_id += 1;
+        TcpId(self.next_tcp_id)
+    }
+}
+
+fn transmit(socket: SocketKind, t: quinn_proto::Transmit) -> Transmit {
+    Transmit {
+        socket,
+        destination: t.destination,
+        ecn: t.ecn,
+        size: t.size,
+        segment_size: t.segment_size,
+        src_ip: t.src_ip,
+    }
+}
+
+/// quinn-proto hands out dense handles; connections live in a `Vec` indexed by them.
+fn slot<T>(v: &mut Vec<Option<T>>, h: ConnectionHandle) -> &mut Option<T> {
+    if v.len() <= h.0 {
+        v.resize_with(h.0 + 1, || None);
+    }
+    &mut v[h.0]
+}

@@ -1,0 +1,1 @@
+//! The mio runtime: filled in by the runtime-mio issue.
