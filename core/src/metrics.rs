@@ -45,7 +45,11 @@ impl Metrics {
         self.connections_open += other.connections_open;
         self.requests += other.requests;
         self.requests_malformed += other.requests_malformed;
-        for (a, b) in self.responses_by_class.iter_mut().zip(other.responses_by_class) {
+        for (a, b) in self
+            .responses_by_class
+            .iter_mut()
+            .zip(other.responses_by_class)
+        {
             *a += b;
         }
         self.upstream_failures += other.upstream_failures;

@@ -103,6 +103,7 @@ impl<K: Copy + Eq + Hash + Ord, T: Copy + Ord> TimerQueue<K, T> {
         Some(key)
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }

@@ -228,19 +228,16 @@ impl UdpIo {
     }
 }
 
+/// UDP is lossy anyway, so a failed send is only worth a debug line (oversized path MTU
+/// probes fail this way routinely).
 fn log_send_error(e: &io::Error, t: &quinn_udp::Transmit<'_>) {
-    if quinn_udp::is_msg_size_err(e) {
-        // Expected for path MTU probes larger than the path allows.
-        tracing::trace!(destination = %t.destination, len = t.contents.len(), "datagram too large; dropped");
-    } else {
-        tracing::debug!(
-            error = %e,
-            destination = %t.destination,
-            len = t.contents.len(),
-            segment_size = ?t.segment_size,
-            "UDP send failed; datagram dropped"
-        );
-    }
+    tracing::debug!(
+        error = %e,
+        destination = %t.destination,
+        len = t.contents.len(),
+        segment_size = ?t.segment_size,
+        "UDP send failed; datagram dropped"
+    );
 }
 
 /// Peers reached over IPv4 through a dual-stack socket are shown to the core as plain IPv4.

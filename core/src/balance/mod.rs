@@ -40,8 +40,9 @@ pub fn strategy_for(kind: LoadBalancing, len: usize) -> Box<dyn Strategy> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use proptest::prelude::*;
+    use super::{Candidate, SmoothWeightedRoundRobin, Strategy, WeightedRandom};
+    use crate::rng::Rng;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest};
 
     fn shares(strategy: &mut dyn Strategy, candidates: &[Candidate], picks: usize) -> Vec<usize> {
         let mut rng = Rng::from_u64(42);
@@ -56,7 +57,11 @@ mod tests {
         weights
             .iter()
             .zip(available)
-            .map(|(&weight, &available)| Candidate { weight, available, in_flight: 0 })
+            .map(|(&weight, &available)| Candidate {
+                weight,
+                available,
+                in_flight: 0,
+            })
             .collect()
     }
 

@@ -266,14 +266,25 @@ pub enum RuntimeKind {
 }
 
 /// A configuration problem: where, what, and what would have been accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {problem}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Key path, such as `backends[1].weight`; empty for the document itself.
     pub path: String,
     /// What is wrong, quoting the bad value and saying what is allowed.
     pub problem: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.problem)
+        } else {
+            write!(f, "{}: {}", self.path, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     /// A new error at `path`.

@@ -99,7 +99,12 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
         )
     }
 
@@ -220,8 +225,8 @@ pub fn check_name(name: &[u8]) -> Result<(), Malformed> {
 /// RFC 9114 §4.2), no DEL, and no leading or trailing whitespace.
 pub fn check_value(name: &[u8], value: &[u8]) -> Result<(), Malformed> {
     let bad_char = value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
-    let padded = matches!(value.first(), Some(b' ' | b'\t'))
-        || matches!(value.last(), Some(b' ' | b'\t'));
+    let padded =
+        matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'));
     if bad_char || padded {
         return Err(Malformed::InvalidValue(
             String::from_utf8_lossy(name).into_owned(),
@@ -330,7 +335,9 @@ pub fn validate_request(fields: FieldSection) -> Result<RequestHead, Malformed> 
         }
         match name {
             b"te" if !value.eq_ignore_ascii_case(b"trailers") => return Err(Malformed::InvalidTe),
-            b"content-length" => content_length = Some(parse_content_length(value, content_length)?),
+            b"content-length" => {
+                content_length = Some(parse_content_length(value, content_length)?)
+            }
             b"host" => {
                 if idx_host.is_some() {
                     return Err(Malformed::HostMismatch);
@@ -344,7 +351,11 @@ pub fn validate_request(fields: FieldSection) -> Result<RequestHead, Malformed> 
     let value = |i: usize| fields.get(i).map(|(_, v)| v).unwrap_or_default();
     let idx_method = idx_method.ok_or(Malformed::MissingPseudo(":method"))?;
     let method_bytes = value(idx_method);
-    if method_bytes.is_empty() || !method_bytes.iter().all(|&b| is_lower_tchar(b.to_ascii_lowercase())) {
+    if method_bytes.is_empty()
+        || !method_bytes
+            .iter()
+            .all(|&b| is_lower_tchar(b.to_ascii_lowercase()))
+    {
         return Err(Malformed::InvalidPseudo(":method"));
     }
     let method = Method::from_bytes(method_bytes);
@@ -491,7 +502,10 @@ mod tests {
         let mut v: Vec<(&str, &str)> = BASE.to_vec();
         for (n, val) in extra {
             // Leak is fine in tests: keeps the helper signature simple.
-            v.push((Box::leak(n.to_string().into_boxed_str()), Box::leak(val.to_string().into_boxed_str())));
+            v.push((
+                Box::leak(n.to_string().into_boxed_str()),
+                Box::leak(val.to_string().into_boxed_str()),
+            ));
         }
         v
     }
@@ -508,42 +522,147 @@ mod tests {
 
     #[test]
     fn host_alone_is_authority() {
-        let head = req(&[(":method", "GET"), (":scheme", "https"), (":path", "/x"), ("host", "h")]).unwrap();
+        let head = req(&[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/x"),
+            ("host", "h"),
+        ])
+        .unwrap();
         assert_eq!(head.authority(), Some(&b"h"[..]));
     }
 
     #[test]
     fn malformed_requests() {
         let cases: Vec<(Vec<(&str, &str)>, Malformed)> = vec![
-            (with(&[("Accept", "x")]), Malformed::UppercaseName("Accept".into())),
-            (with(&[("bad name", "x")]), Malformed::InvalidName("bad name".into())),
+            (
+                with(&[("Accept", "x")]),
+                Malformed::UppercaseName("Accept".into()),
+            ),
+            (
+                with(&[("bad name", "x")]),
+                Malformed::InvalidName("bad name".into()),
+            ),
             (with(&[("x", "a\0b")]), Malformed::InvalidValue("x".into())),
             (with(&[("x", "a\rb")]), Malformed::InvalidValue("x".into())),
             (with(&[("x", "a\nb")]), Malformed::InvalidValue("x".into())),
-            (with(&[("x", " padded")]), Malformed::InvalidValue("x".into())),
-            (with(&[("connection", "close")]), Malformed::ConnectionSpecific("connection".into())),
-            (with(&[("keep-alive", "5")]), Malformed::ConnectionSpecific("keep-alive".into())),
-            (with(&[("proxy-connection", "x")]), Malformed::ConnectionSpecific("proxy-connection".into())),
-            (with(&[("transfer-encoding", "chunked")]), Malformed::ConnectionSpecific("transfer-encoding".into())),
-            (with(&[("upgrade", "h2c")]), Malformed::ConnectionSpecific("upgrade".into())),
+            (
+                with(&[("x", " padded")]),
+                Malformed::InvalidValue("x".into()),
+            ),
+            (
+                with(&[("connection", "close")]),
+                Malformed::ConnectionSpecific("connection".into()),
+            ),
+            (
+                with(&[("keep-alive", "5")]),
+                Malformed::ConnectionSpecific("keep-alive".into()),
+            ),
+            (
+                with(&[("proxy-connection", "x")]),
+                Malformed::ConnectionSpecific("proxy-connection".into()),
+            ),
+            (
+                with(&[("transfer-encoding", "chunked")]),
+                Malformed::ConnectionSpecific("transfer-encoding".into()),
+            ),
+            (
+                with(&[("upgrade", "h2c")]),
+                Malformed::ConnectionSpecific("upgrade".into()),
+            ),
             (with(&[("te", "gzip")]), Malformed::InvalidTe),
             (with(&[("host", "other.com")]), Malformed::HostMismatch),
-            (with(&[("content-length", "abc")]), Malformed::InvalidContentLength),
-            (with(&[("content-length", "1, 2")]), Malformed::InvalidContentLength),
-            (with(&[("x", "y"), (":path", "/late")]), Malformed::PseudoAfterRegular(":path".into())),
-            (with(&[(":method", "POST")]), Malformed::DuplicatePseudo(":method".into())),
-            (with(&[(":protocol", "websocket")]), Malformed::UnknownPseudo(":protocol".into())),
-            (with(&[(":status", "200")]), Malformed::UnknownPseudo(":status".into())),
-            (vec![(":scheme", "https"), (":authority", "a"), (":path", "/")], Malformed::MissingPseudo(":method")),
-            (vec![(":method", "GET"), (":authority", "a"), (":path", "/")], Malformed::MissingPseudo(":scheme")),
-            (vec![(":method", "GET"), (":scheme", "https"), (":authority", "a")], Malformed::MissingPseudo(":path")),
-            (vec![(":method", "GET"), (":scheme", "https"), (":path", "/")], Malformed::MissingAuthority),
-            (vec![(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "")], Malformed::InvalidPseudo(":path")),
-            (vec![(":method", "GET"), (":scheme", "https"), (":authority", "a"), (":path", "*")], Malformed::InvalidPseudo(":path")),
-            (vec![(":method", "GET"), (":scheme", "https"), (":authority", "u@a"), (":path", "/")], Malformed::InvalidPseudo(":authority")),
-            (vec![(":method", "CONNECT"), (":authority", "a:443"), (":path", "/")], Malformed::ConnectWithSchemeOrPath),
-            (vec![(":method", "CONNECT"), (":scheme", "https"), (":authority", "a:443")], Malformed::ConnectWithSchemeOrPath),
-            (vec![(":method", "CONNECT")], Malformed::MissingPseudo(":authority")),
+            (
+                with(&[("content-length", "abc")]),
+                Malformed::InvalidContentLength,
+            ),
+            (
+                with(&[("content-length", "1, 2")]),
+                Malformed::InvalidContentLength,
+            ),
+            (
+                with(&[("x", "y"), (":path", "/late")]),
+                Malformed::PseudoAfterRegular(":path".into()),
+            ),
+            (
+                with(&[(":method", "POST")]),
+                Malformed::DuplicatePseudo(":method".into()),
+            ),
+            (
+                with(&[(":protocol", "websocket")]),
+                Malformed::UnknownPseudo(":protocol".into()),
+            ),
+            (
+                with(&[(":status", "200")]),
+                Malformed::UnknownPseudo(":status".into()),
+            ),
+            (
+                vec![(":scheme", "https"), (":authority", "a"), (":path", "/")],
+                Malformed::MissingPseudo(":method"),
+            ),
+            (
+                vec![(":method", "GET"), (":authority", "a"), (":path", "/")],
+                Malformed::MissingPseudo(":scheme"),
+            ),
+            (
+                vec![
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "a"),
+                ],
+                Malformed::MissingPseudo(":path"),
+            ),
+            (
+                vec![(":method", "GET"), (":scheme", "https"), (":path", "/")],
+                Malformed::MissingAuthority,
+            ),
+            (
+                vec![
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "a"),
+                    (":path", ""),
+                ],
+                Malformed::InvalidPseudo(":path"),
+            ),
+            (
+                vec![
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "a"),
+                    (":path", "*"),
+                ],
+                Malformed::InvalidPseudo(":path"),
+            ),
+            (
+                vec![
+                    (":method", "GET"),
+                    (":scheme", "https"),
+                    (":authority", "u@a"),
+                    (":path", "/"),
+                ],
+                Malformed::InvalidPseudo(":authority"),
+            ),
+            (
+                vec![
+                    (":method", "CONNECT"),
+                    (":authority", "a:443"),
+                    (":path", "/"),
+                ],
+                Malformed::ConnectWithSchemeOrPath,
+            ),
+            (
+                vec![
+                    (":method", "CONNECT"),
+                    (":scheme", "https"),
+                    (":authority", "a:443"),
+                ],
+                Malformed::ConnectWithSchemeOrPath,
+            ),
+            (
+                vec![(":method", "CONNECT")],
+                Malformed::MissingPseudo(":authority"),
+            ),
         ];
         for (fields, expected) in cases {
             assert_eq!(req(&fields).unwrap_err(), expected, "{fields:?}");
@@ -553,7 +672,13 @@ mod tests {
     #[test]
     fn te_trailers_and_options_star_are_fine() {
         assert!(req(&with(&[("te", "trailers")])).is_ok());
-        let head = req(&[(":method", "OPTIONS"), (":scheme", "https"), (":authority", "a"), (":path", "*")]).unwrap();
+        let head = req(&[
+            (":method", "OPTIONS"),
+            (":scheme", "https"),
+            (":authority", "a"),
+            (":path", "*"),
+        ])
+        .unwrap();
         assert_eq!(head.method, Method::Options);
         let connect = req(&[(":method", "CONNECT"), (":authority", "a:443")]).unwrap();
         assert_eq!(connect.method, Method::Connect);
@@ -561,10 +686,15 @@ mod tests {
 
     #[test]
     fn responses() {
-        let ok = validate_response(section(&[(":status", "200"), ("content-length", "3")])).unwrap();
+        let ok =
+            validate_response(section(&[(":status", "200"), ("content-length", "3")])).unwrap();
         assert_eq!(ok.status, 200);
         assert_eq!(ok.content_length, Some(3));
-        assert!(validate_response(section(&[(":status", "103")])).unwrap().is_interim());
+        assert!(
+            validate_response(section(&[(":status", "103")]))
+                .unwrap()
+                .is_interim()
+        );
         for bad in [
             vec![("content-type", "x")],
             vec![(":status", "20")],

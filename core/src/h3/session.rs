@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use hashbrown::HashMap;
-use quinn_proto::{Connection, Dir, Side, StreamId, VarInt};
+use quinn_proto::{Connection, Dir, Side, StreamId};
 use smallvec::SmallVec;
 
 use super::error::{Code, ConnectionError};
@@ -171,12 +171,9 @@ impl Session {
 
     fn on_uni_closed(&mut self, id: StreamId) -> Result<(), ConnectionError> {
         match self.uni.remove(&id) {
-            Some(UniKind::Control(_) | UniKind::QpackEncoder | UniKind::QpackDecoder(_)) => {
-                Err(ConnectionError::new(
-                    Code::CLOSED_CRITICAL_STREAM,
-                    "critical stream closed",
-                ))
-            }
+            Some(UniKind::Control(_) | UniKind::QpackEncoder | UniKind::QpackDecoder(_)) => Err(
+                ConnectionError::new(Code::CLOSED_CRITICAL_STREAM, "critical stream closed"),
+            ),
             _ => Ok(()),
         }
     }
@@ -256,8 +253,12 @@ impl Session {
     }
 
     fn classify(&mut self, ty: u64, id: StreamId) -> Result<Option<UniKind>, ConnectionError> {
-        let duplicate =
-            || ConnectionError::new(Code::STREAM_CREATION_ERROR, "second critical stream of a type");
+        let duplicate = || {
+            ConnectionError::new(
+                Code::STREAM_CREATION_ERROR,
+                "second critical stream of a type",
+            )
+        };
         Ok(Some(match ty {
             stream_type::CONTROL => {
                 if self.peer_control.replace(id).is_some() {
@@ -319,10 +320,7 @@ impl Session {
                     ));
                 }
                 if self.goaway_received.is_some_and(|prev| id > prev) {
-                    return Err(ConnectionError::new(
-                        Code::ID_ERROR,
-                        "GOAWAY ID increased",
-                    ));
+                    return Err(ConnectionError::new(Code::ID_ERROR, "GOAWAY ID increased"));
                 }
                 self.goaway_received = Some(id);
                 Ok(())
@@ -369,10 +367,14 @@ fn check_decoder_instructions(pending: &mut SmallVec<[u8; 16]>) -> Result<(), Co
             return Ok(());
         };
         if first & 0x80 != 0 {
-            return Err(error("Section Acknowledgment for a section without dynamic references"));
+            return Err(error(
+                "Section Acknowledgment for a section without dynamic references",
+            ));
         }
         if first & 0x40 == 0 {
-            return Err(error("Insert Count Increment beyond the entries inserted (none)"));
+            return Err(error(
+                "Insert Count Increment beyond the entries inserted (none)",
+            ));
         }
         // Stream Cancellation: a 6-bit prefixed stream ID.
         match qpack::decode_prefix_int(pending, 6) {
@@ -387,6 +389,9 @@ fn check_decoder_instructions(pending: &mut SmallVec<[u8; 16]>) -> Result<(), Co
 
 /// Closes `conn` with an HTTP/3 connection error.
 pub fn close_with(conn: &mut Connection, now: std::time::Instant, error: &ConnectionError) {
-    conn.close(now, error.code.varint(), Bytes::from_static(error.reason.as_bytes()));
+    conn.close(
+        now,
+        error.code.varint(),
+        Bytes::from_static(error.reason.as_bytes()),
+    );
 }
-

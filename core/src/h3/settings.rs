@@ -22,7 +22,7 @@ fn is_reserved_h2_setting(id: u64) -> bool {
 }
 
 /// The settings a peer sent, with defaults for those it left out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerSettings {
     /// QPACK dynamic table capacity the peer lets us use (we never use it).
     pub qpack_max_table_capacity: u64,
@@ -30,16 +30,6 @@ pub struct PeerSettings {
     pub max_field_section_size: Option<u64>,
     /// Streams that may block on QPACK.
     pub qpack_blocked_streams: u64,
-}
-
-impl Default for PeerSettings {
-    fn default() -> Self {
-        PeerSettings {
-            qpack_max_table_capacity: 0,
-            max_field_section_size: None,
-            qpack_blocked_streams: 0,
-        }
-    }
 }
 
 impl PeerSettings {

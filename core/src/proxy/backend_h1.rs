@@ -37,6 +37,21 @@ pub(super) struct TcpConn {
     served: u32,
 }
 
+impl TcpConn {
+    pub(super) fn describe(&self) -> String {
+        format!(
+            "{:?} input={} unsent={} paused={} reusable={} served={} parser={}",
+            self.state,
+            self.input.len(),
+            self.unsent,
+            self.paused,
+            self.reusable,
+            self.served,
+            self.parser.is_some()
+        )
+    }
+}
+
 impl Core {
     pub(super) fn dispatch_h1(&mut self, ex: ExId, b: usize) {
         if let Some(tcp) = self.backends[b].tcp_idle.pop() {
@@ -72,8 +87,10 @@ impl Core {
         );
         self.commands
             .push_back(Output::Tcp(id, TcpCommand::Connect(backend.address)));
-        self.timers
-            .set(TimerKey::Tcp(id), Some(self.now + self.config.timeouts.connect));
+        self.timers.set(
+            TimerKey::Tcp(id),
+            Some(self.now + self.config.timeouts.connect),
+        );
         id
     }
 
@@ -107,10 +124,13 @@ impl Core {
             &fields,
             framing,
         );
-        let parser = ResponseParser::new(head.method_bytes(), ParserLimits {
-            max_head_size: self.config.limits.max_header_size as usize,
-            ..ParserLimits::default()
-        });
+        let parser = ResponseParser::new(
+            head.method_bytes(),
+            ParserLimits {
+                max_head_size: self.config.limits.max_header_size as usize,
+                ..ParserLimits::default()
+            },
+        );
         e.h1_framing = framing;
         e.to_backend.insert(0, Bytes::from(out));
         e.leg = Leg::H1 { tcp };
@@ -135,7 +155,8 @@ impl Core {
                 continue;
             }
             conn.unsent += bytes.len();
-            self.commands.push_back(Output::Tcp(tcp, TcpCommand::Send(bytes)));
+            self.commands
+                .push_back(Output::Tcp(tcp, TcpCommand::Send(bytes)));
         }
         conn.unsent < SEND_HIGH_WATER
     }
@@ -179,7 +200,8 @@ impl Core {
                 if let Some(conn) = self.tcp.get_mut(&id) {
                     if !conn.input.is_empty() && !conn.paused {
                         conn.paused = true;
-                        self.commands.push_back(Output::Tcp(id, TcpCommand::PauseRead));
+                        self.commands
+                            .push_back(Output::Tcp(id, TcpCommand::PauseRead));
                     }
                 }
             }
@@ -287,7 +309,8 @@ impl Core {
                 }
                 if conn.paused {
                     conn.paused = false;
-                    self.commands.push_back(Output::Tcp(tcp, TcpCommand::ResumeRead));
+                    self.commands
+                        .push_back(Output::Tcp(tcp, TcpCommand::ResumeRead));
                 }
                 return false;
             }

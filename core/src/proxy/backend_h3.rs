@@ -437,7 +437,9 @@ impl Core {
         let unexpected = |what| Err(ConnectionError::new(Code::FRAME_UNEXPECTED, what));
         let e = &self.exchanges[ex];
         match (frame, e.resp) {
-            (Frame::Headers(block), RespState::AwaitHead) => Ok(self.on_h3_response_head(ex, &block)),
+            (Frame::Headers(block), RespState::AwaitHead) => {
+                Ok(self.on_h3_response_head(ex, &block))
+            }
             (Frame::Headers(block), RespState::Body) => {
                 let mut trailers = FieldSection::new();
                 let limit = self.config.limits.max_header_size as usize;
@@ -502,10 +504,7 @@ impl Core {
                 self.respond_error(ex, 502, "backend closed the stream without a response");
             }
             RespState::Body => {
-                let head_request = e
-                    .head
-                    .as_ref()
-                    .is_some_and(|h| h.method == Method::Head);
+                let head_request = e.head.as_ref().is_some_and(|h| h.method == Method::Head);
                 let short = !head_request && e.resp_declared.is_some_and(|d| d != e.resp_seen);
                 if short {
                     self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::MESSAGE_ERROR);
@@ -546,7 +545,8 @@ impl Core {
     fn close_idle_backend_conn(&mut self, h: usize) {
         if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
             if conn.streams.is_empty() && !conn.closed {
-                conn.quic.close(self.now, Code::NO_ERROR.varint(), Bytes::new());
+                conn.quic
+                    .close(self.now, Code::NO_ERROR.varint(), Bytes::new());
                 conn.closed = true;
                 let b = conn.backend;
                 self.forget_backend_conn(h, b);

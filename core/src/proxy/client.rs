@@ -9,6 +9,7 @@ use smallvec::SmallVec;
 
 use super::exchange::{Exchange, ReqState};
 use super::{Core, ExId, TimerKey, slot, transmit};
+use crate::SocketKind;
 use crate::fields::FieldSection;
 use crate::h3::frame::{Frame, FrameError};
 use crate::h3::message::{self, Malformed, Method};
@@ -16,7 +17,6 @@ use crate::h3::session::{Session, close_with};
 use crate::h3::{Code, ConnectionError, qpack};
 use crate::quic::{ReadOutcome, read_stream};
 use crate::timer::FixedState;
-use crate::SocketKind;
 
 /// Most bytes read from a client stream at once: bounds what one exchange buffers.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
@@ -47,7 +47,10 @@ impl Core {
             return;
         }
         let mut buf = Vec::new();
-        match self.client_endpoint.accept(incoming, self.now, &mut buf, None) {
+        match self
+            .client_endpoint
+            .accept(incoming, self.now, &mut buf, None)
+        {
             Ok((handle, quic)) => {
                 self.metrics.connections_accepted += 1;
                 let peer = quic.remote_address();
@@ -173,7 +176,10 @@ impl Core {
         self.clients
             .get_mut(h)
             .and_then(Option::as_mut)
-            .ok_or(ConnectionError::new(Code::INTERNAL_ERROR, "connection gone"))
+            .ok_or(ConnectionError::new(
+                Code::INTERNAL_ERROR,
+                "connection gone",
+            ))
     }
 
     fn accept_requests(&mut self, h: usize) {
@@ -186,10 +192,20 @@ impl Core {
             };
             conn.next_request_id = u64::from(id) + 4;
             let peer = conn.peer;
-            if conn.session.goaway_sent().is_some_and(|limit| u64::from(id) >= limit) {
+            if conn
+                .session
+                .goaway_sent()
+                .is_some_and(|limit| u64::from(id) >= limit)
+            {
                 // Past our GOAWAY: the client may retry it elsewhere (RFC 9114 §5.2).
-                let _ = conn.quic.send_stream(id).reset(Code::REQUEST_REJECTED.varint());
-                let _ = conn.quic.recv_stream(id).stop(Code::REQUEST_REJECTED.varint());
+                let _ = conn
+                    .quic
+                    .send_stream(id)
+                    .reset(Code::REQUEST_REJECTED.varint());
+                let _ = conn
+                    .quic
+                    .recv_stream(id)
+                    .stop(Code::REQUEST_REJECTED.varint());
                 continue;
             }
             let ex = self.exchanges.insert(Exchange::new(
@@ -264,7 +280,11 @@ impl Core {
                     ReadOutcome::Reset(code) => {
                         tracing::debug!(code = code.into_inner(), "client reset its request");
                         self.exchanges[ex].req = ReqState::Abandoned;
-                        self.abort_exchange(ex, Some(Code::REQUEST_CANCELLED), Code::REQUEST_CANCELLED);
+                        self.abort_exchange(
+                            ex,
+                            Some(Code::REQUEST_CANCELLED),
+                            Code::REQUEST_CANCELLED,
+                        );
                         return;
                     }
                 }
@@ -312,10 +332,9 @@ impl Core {
                 ReqState::Head => unexpected("DATA before HEADERS"),
                 _ => unexpected("DATA after trailers"),
             },
-            Frame::Settings(_)
-            | Frame::GoAway(_)
-            | Frame::MaxPushId(_)
-            | Frame::CancelPush(_) => unexpected("control frame on a request stream"),
+            Frame::Settings(_) | Frame::GoAway(_) | Frame::MaxPushId(_) | Frame::CancelPush(_) => {
+                unexpected("control frame on a request stream")
+            }
             Frame::PushPromise => unexpected("PUSH_PROMISE from a client"),
         }
     }

@@ -107,7 +107,8 @@ impl Core {
                     http1::write_chunk_header(body.len(), &mut header);
                     e.to_backend.push(Bytes::from(header));
                     e.to_backend.push(body);
-                    e.to_backend.push(Bytes::from_static(http1::CHUNK_TRAILER_CRLF));
+                    e.to_backend
+                        .push(Bytes::from_static(http1::CHUNK_TRAILER_CRLF));
                 } else {
                     e.to_backend.push(body);
                 }
@@ -126,12 +127,10 @@ impl Core {
                     self.exchanges[ex].to_backend.push(frame);
                 }
             }
-            Leg::H1 { .. } => {
-                if e.h1_framing == RequestBodyFraming::Chunked {
-                    let mut end = Vec::new();
-                    http1::write_last_chunk(e.trailers.as_ref(), &mut end);
-                    e.to_backend.push(Bytes::from(end));
-                }
+            Leg::H1 { .. } if e.h1_framing == RequestBodyFraming::Chunked => {
+                let mut end = Vec::new();
+                http1::write_last_chunk(e.trailers.as_ref(), &mut end);
+                e.to_backend.push(Bytes::from(end));
             }
             _ => {}
         }

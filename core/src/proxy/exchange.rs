@@ -9,12 +9,12 @@ use quinn_proto::{StreamId, WriteError};
 use smallvec::SmallVec;
 
 use super::{Core, ExId, TimerKey};
+use crate::TcpId;
 use crate::fields::FieldSection;
 use crate::h3::frame::{self, FrameReader};
 use crate::h3::message::RequestHead;
 use crate::h3::{Code, qpack};
 use crate::http1::RequestBodyFraming;
-use crate::TcpId;
 
 /// Where the request stands on the client side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,7 +330,12 @@ impl Core {
 
     /// Ends an exchange abnormally: resets the client stream with `client_code` (if given and
     /// the stream is still open) and cancels the backend side with `backend_code`.
-    pub(super) fn abort_exchange(&mut self, ex: ExId, client_code: Option<Code>, backend_code: Code) {
+    pub(super) fn abort_exchange(
+        &mut self,
+        ex: ExId,
+        client_code: Option<Code>,
+        backend_code: Code,
+    ) {
         self.release_backend(ex, backend_code);
         let Some(e) = self.exchanges.get_mut(ex) else {
             return;
@@ -342,7 +347,10 @@ impl Core {
                 let _ = conn.quic.send_stream(e.stream).reset(code.varint());
             }
             if !matches!(e.req, ReqState::Complete | ReqState::Abandoned) {
-                let _ = conn.quic.recv_stream(e.stream).stop(Code::REQUEST_CANCELLED.varint());
+                let _ = conn
+                    .quic
+                    .recv_stream(e.stream)
+                    .stop(Code::REQUEST_CANCELLED.varint());
             }
         }
         e.client_done = true;

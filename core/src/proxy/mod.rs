@@ -30,8 +30,8 @@ use slab::Slab;
 use crate::balance::{self, Strategy};
 use crate::config::{BackendProtocol, Config};
 use crate::metrics::Metrics;
-use crate::quic::crypto::{self, CryptoMode, TlsMaterials};
 use crate::quic;
+use crate::quic::crypto::{self, CryptoMode, TlsMaterials};
 use crate::rng::Rng;
 use crate::timer::{FixedState, TimerQueue};
 use crate::{Control, Datagram, Input, Output, SocketKind, TcpId, Transmit};
@@ -112,7 +112,6 @@ pub struct Core {
     max_gso_segments: usize,
     client_endpoint: Endpoint,
     backend_endpoint: Endpoint,
-    server_config: Arc<ServerConfig>,
     clients: Vec<Option<ClientConn>>,
     backend_conns: Vec<Option<BackendConn>>,
     tcp: HashMap<TcpId, TcpConn, FixedState>,
@@ -165,7 +164,7 @@ impl Core {
 
         let client_endpoint = Endpoint::new(
             Arc::new(quic::endpoint_config(shard, &mut rng)),
-            Some(server_config.clone()),
+            Some(server_config),
             true,
             None,
         );
@@ -176,17 +175,18 @@ impl Core {
             None,
         );
 
-        let transport = Arc::new(quic::backend_facing_transport(config.timeouts.upstream_idle));
+        let transport = Arc::new(quic::backend_facing_transport(
+            config.timeouts.upstream_idle,
+        ));
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let quic_config = match tls.backends.get(i).and_then(Option::as_ref) {
                 Some(verify) if b.protocol == BackendProtocol::Http3 => {
-                    let crypto = crypto::client_crypto(verify, mode).map_err(|reason| {
-                        CoreError::Tls {
+                    let crypto =
+                        crypto::client_crypto(verify, mode).map_err(|reason| CoreError::Tls {
                             what: format!("backend {}", b.id),
                             reason,
-                        }
-                    })?;
+                        })?;
                     let mut c = quinn_proto::ClientConfig::new(crypto);
                     c.transport_config(transport.clone());
                     c.initial_dst_cid_provider(quic::initial_dcid_provider(&mut rng));
@@ -220,7 +220,6 @@ impl Core {
             max_gso_segments: max_gso_segments.max(1),
             client_endpoint,
             backend_endpoint,
-            server_config,
             clients: Vec::new(),
             backend_conns: Vec::new(),
             tcp: HashMap::with_hasher(FixedState),
@@ -268,7 +267,10 @@ impl Core {
         }
         while let Some(&h) = self.dirty_clients.front() {
             if let Some(conn) = self.clients.get_mut(h).and_then(Option::as_mut) {
-                if let Some(t) = conn.quic.poll_transmit(self.now, self.max_gso_segments, buf) {
+                if let Some(t) = conn
+                    .quic
+                    .poll_transmit(self.now, self.max_gso_segments, buf)
+                {
                     return Some(Output::Transmit(transmit(SocketKind::Listener, t)));
                 }
                 conn.dirty = false;
@@ -279,7 +281,10 @@ impl Core {
         }
         while let Some(&h) = self.dirty_backends.front() {
             if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
-                if let Some(t) = conn.quic.poll_transmit(self.now, self.max_gso_segments, buf) {
+                if let Some(t) = conn
+                    .quic
+                    .poll_transmit(self.now, self.max_gso_segments, buf)
+                {
                     return Some(Output::Transmit(transmit(SocketKind::Upstream, t)));
                 }
                 conn.dirty = false;
@@ -302,6 +307,42 @@ impl Core {
         m.exchanges_open = self.exchanges.len() as u64;
         m.connections_open = self.clients.iter().filter(|c| c.is_some()).count() as u64;
         m
+    }
+
+    /// One line per exchange in flight, for diagnostics.
+    pub fn describe_exchanges(&self) -> Vec<String> {
+        self.exchanges
+            .iter()
+            .map(|(id, e)| {
+                let path = e
+                    .head
+                    .as_ref()
+                    .and_then(|h| h.path())
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default();
+                let leg = match &e.leg {
+                    exchange::Leg::Unassigned => "unassigned".to_owned(),
+                    exchange::Leg::Waiting => "waiting".to_owned(),
+                    exchange::Leg::H3 { conn, stream, .. } => format!("h3 conn {conn} stream {stream}"),
+                    exchange::Leg::Connecting { tcp } => format!("connecting tcp {}", tcp.0),
+                    exchange::Leg::H1 { tcp } => format!(
+                        "h1 tcp {} ({:?})",
+                        tcp.0,
+                        self.tcp.get(tcp).map(|c| c.describe())
+                    ),
+                    exchange::Leg::Released => "released".to_owned(),
+                };
+                format!(
+                    "#{id} {path} req={:?} resp={:?} leg={leg} to_backend={} to_client={} sent={} client_done={}",
+                    e.req,
+                    e.resp,
+                    e.to_backend.len(),
+                    e.to_client.len(),
+                    e.request_sent,
+                    e.client_done
+                )
+            })
+            .collect()
     }
 
     /// The configuration in use.
@@ -375,9 +416,9 @@ impl Core {
         data: BytesMut,
     ) {
         let mut response = Vec::new();
-        let event = self
-            .backend_endpoint
-            .handle(self.now, from, local_ip, ecn, data, &mut response);
+        let event =
+            self.backend_endpoint
+                .handle(self.now, from, local_ip, ecn, data, &mut response);
         match event {
             Some(DatagramEvent::ConnectionEvent(h, event)) => {
                 if let Some(conn) = self.backend_conns.get_mut(h.0).and_then(Option::as_mut) {

@@ -80,12 +80,15 @@ impl TlsMaterials {
     ) -> Result<TlsMaterials, ConfigError> {
         let mut read_file = |key: &str, path: &Path| {
             read(path).map_err(|e| {
-                ConfigError::new(key, format!("cannot read {:?}: {e}", path.display().to_string()))
+                ConfigError::new(
+                    key,
+                    format!("cannot read {:?}: {e}", path.display().to_string()),
+                )
             })
         };
         let cert_bytes = read_file("listen.tls.cert", &config.listen.tls.cert)?;
-        let chain = parse_certificates(&cert_bytes)
-            .map_err(|e| ConfigError::new("listen.tls.cert", e))?;
+        let chain =
+            parse_certificates(&cert_bytes).map_err(|e| ConfigError::new("listen.tls.cert", e))?;
         let key_bytes = read_file("listen.tls.key", &config.listen.tls.key)?;
         let key =
             parse_private_key(&key_bytes).map_err(|e| ConfigError::new("listen.tls.key", e))?;
@@ -106,9 +109,9 @@ impl TlsMaterials {
                 let certs = parse_certificates(&bytes).map_err(|e| ConfigError::new(&key, e))?;
                 let mut roots = RootCertStore::empty();
                 for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ConfigError::new(&key, format!("unusable CA certificate: {e}")))?;
+                    roots.add(cert).map_err(|e| {
+                        ConfigError::new(&key, format!("unusable CA certificate: {e}"))
+                    })?;
                 }
                 UpstreamVerify::Roots(Arc::new(roots))
             } else if b.tls.insecure_skip_verify {
@@ -186,9 +189,9 @@ pub fn provider(mode: CryptoMode) -> Arc<CryptoProvider> {
 fn time_provider(mode: CryptoMode) -> Arc<dyn rustls::time_provider::TimeProvider> {
     match mode {
         CryptoMode::System => Arc::new(rustls::time_provider::DefaultTimeProvider),
-        CryptoMode::Deterministic { unix_time, .. } => Arc::new(FixedTime(UnixTime::since_unix_epoch(
-            std::time::Duration::from_secs(unix_time),
-        ))),
+        CryptoMode::Deterministic { unix_time, .. } => Arc::new(FixedTime(
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(unix_time)),
+        )),
     }
 }
 
@@ -246,7 +249,9 @@ pub fn client_crypto(
 
 /// The TLS server name for a backend: the configured name, or its IP address.
 pub fn backend_server_name(server_name: Option<&str>, ip: std::net::IpAddr) -> String {
-    server_name.map(str::to_owned).unwrap_or_else(|| ip.to_string())
+    server_name
+        .map(str::to_owned)
+        .unwrap_or_else(|| ip.to_string())
 }
 
 /// Checks that `name` is usable as a TLS server name.

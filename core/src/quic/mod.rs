@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use quinn_proto::{Connection, ConnectionId, EndpointConfig, ReadError, StreamId, TransportConfig, VarInt};
+use quinn_proto::{
+    Connection, ConnectionId, EndpointConfig, ReadError, StreamId, TransportConfig, VarInt,
+};
 
 use crate::rng::Rng;
 
@@ -25,14 +27,15 @@ pub(crate) fn endpoint_config(shard: u16, rng: &mut Rng) -> EndpointConfig {
 
 /// A key that protects retry and address validation tokens.
 pub(crate) fn token_key(rng: &mut Rng) -> Arc<dyn quinn_proto::crypto::HandshakeTokenKey> {
-    Arc::new(ring::hkdf::Prk::new_less_safe(ring::hkdf::HKDF_SHA256, &rng.seed()))
+    Arc::new(ring::hkdf::Prk::new_less_safe(
+        ring::hkdf::HKDF_SHA256,
+        &rng.seed(),
+    ))
 }
 
 /// A provider of initial destination CIDs for outgoing connections, seeded instead of
 /// quinn-proto's default thread RNG.
-pub(crate) fn initial_dcid_provider(
-    rng: &mut Rng,
-) -> Arc<dyn Fn() -> ConnectionId + Send + Sync> {
+pub(crate) fn initial_dcid_provider(rng: &mut Rng) -> Arc<dyn Fn() -> ConnectionId + Send + Sync> {
     let rng = Mutex::new(Rng::from_seed(rng.seed()));
     Arc::new(move || {
         let mut bytes = [0u8; 16];

@@ -14,6 +14,7 @@ use quinn_proto::{
     StreamEvent, StreamId, WriteError,
 };
 
+use crate::TcpId;
 use crate::fields::FieldSection;
 use crate::h3::frame::{self, Frame, FrameReader};
 use crate::h3::qpack;
@@ -21,7 +22,6 @@ use crate::h3::session::Session;
 use crate::quic::crypto::{CryptoMode, server_crypto};
 use crate::quic::{self, ReadOutcome, read_stream};
 use crate::rng::Rng;
-use crate::TcpId;
 use crate::timer::FixedState;
 
 use super::{SIM_UNIX_TIME, sim_identity};
@@ -126,11 +126,14 @@ impl H3Backend {
                 let config = self.server_config.clone();
                 if let Ok((h, quic)) = self.endpoint.accept(incoming, now, &mut buf, Some(config)) {
                     let session = Session::new(Side::Server, 64 * 1024, 0);
-                    self.conns.insert(h, H3Conn {
-                        quic,
-                        session,
-                        streams: HashMap::with_hasher(FixedState),
-                    });
+                    self.conns.insert(
+                        h,
+                        H3Conn {
+                            quic,
+                            session,
+                            streams: HashMap::with_hasher(FixedState),
+                        },
+                    );
                 }
             }
             _ => {}
@@ -148,7 +151,12 @@ impl H3Backend {
         for h in handles {
             let conn = self.conns.get_mut(&h).expect("listed");
             while let Some(t) = conn.quic.poll_transmit(now, 4, &mut buf) {
-                out.push((self.addr, t.destination, buf[..t.size].to_vec(), t.segment_size));
+                out.push((
+                    self.addr,
+                    t.destination,
+                    buf[..t.size].to_vec(),
+                    t.segment_size,
+                ));
                 buf.clear();
             }
         }
@@ -172,14 +180,17 @@ impl H3Backend {
                     }
                     Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                         while let Some(id) = conn.quic.streams().accept(Dir::Bi) {
-                            conn.streams.insert(id, H3Stream {
-                                reader: FrameReader::new(1 << 20),
-                                method: String::new(),
-                                path: String::new(),
-                                body: Vec::new(),
-                                to_send: VecDeque::new(),
-                                responded: false,
-                            });
+                            conn.streams.insert(
+                                id,
+                                H3Stream {
+                                    reader: FrameReader::new(1 << 20),
+                                    method: String::new(),
+                                    path: String::new(),
+                                    body: Vec::new(),
+                                    to_send: VecDeque::new(),
+                                    responded: false,
+                                },
+                            );
                             self.requests += read_request(&self.name, conn, id);
                         }
                     }
@@ -249,7 +260,9 @@ fn read_request(name: &str, conn: &mut H3Conn, id: StreamId) -> u64 {
             }
             ReadOutcome::Blocked => return 0,
             ReadOutcome::Finished => break,
-            ReadOutcome::Reset(_) | ReadOutcome::Closed => {
+            // Closed: everything was read before; the response may still be on its way out.
+            ReadOutcome::Closed => return 0,
+            ReadOutcome::Reset(_) => {
                 conn.streams.remove(&id);
                 return 0;
             }
@@ -313,10 +326,13 @@ impl H1Backend {
     }
 
     pub(super) fn accept(&mut self, id: TcpId) {
-        self.conns.insert(id, H1Conn {
-            input: Vec::new(),
-            closed: false,
-        });
+        self.conns.insert(
+            id,
+            H1Conn {
+                input: Vec::new(),
+                closed: false,
+            },
+        );
     }
 
     pub(super) fn has_conn(&self, id: TcpId) -> bool {
@@ -395,11 +411,18 @@ fn parse_request(buf: &[u8]) -> Option<(usize, String, String, Vec<u8>)> {
             at += size + 2;
         }
     }
-    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     if buf.len() < head_len + len {
         return None;
     }
-    Some((head_len + len, method, path, buf[head_len..head_len + len].to_vec()))
+    Some((
+        head_len + len,
+        method,
+        path,
+        buf[head_len..head_len + len].to_vec(),
+    ))
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {

@@ -50,7 +50,8 @@ impl SimRequest {
 
     /// Adds a field.
     pub fn field(mut self, name: &str, value: &str) -> SimRequest {
-        self.fields.push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        self.fields
+            .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
         self
     }
 
@@ -74,6 +75,8 @@ pub struct SimResponse {
     pub reset: Option<u64>,
     /// The connection was closed with this reason.
     pub connection_error: Option<String>,
+    /// The application error code the peer closed the connection with.
+    pub connection_error_code: Option<u64>,
     /// The exchange is over.
     pub done: bool,
 }
@@ -197,7 +200,12 @@ impl SimClient {
         };
         let mut buf = Vec::new();
         while let Some(t) = conn.poll_transmit(now, 4, &mut buf) {
-            out.push((self.addr, t.destination, buf[..t.size].to_vec(), t.segment_size));
+            out.push((
+                self.addr,
+                t.destination,
+                buf[..t.size].to_vec(),
+                t.segment_size,
+            ));
             buf.clear();
         }
     }
@@ -218,8 +226,15 @@ impl SimClient {
                     self.session.open(conn);
                 }
                 Event::ConnectionLost { reason } => {
+                    let code = match &reason {
+                        quinn_proto::ConnectionError::ApplicationClosed(close) => {
+                            Some(close.error_code.into_inner())
+                        }
+                        _ => None,
+                    };
                     for (_, r) in self.requests.iter_mut().filter(|(_, r)| !r.done) {
                         r.connection_error = Some(reason.to_string());
+                        r.connection_error_code = code;
                         r.done = true;
                     }
                 }
@@ -233,10 +248,10 @@ impl SimClient {
                         read_response(conn, &mut self.streams, &mut self.requests, id);
                     }
                 }
-                Event::Stream(StreamEvent::Writable { id }) => {
-                    if self.session.is_local_control(id) {
-                        self.session.flush(conn);
-                    }
+                Event::Stream(StreamEvent::Writable { id })
+                    if self.session.is_local_control(id) =>
+                {
+                    self.session.flush(conn);
                 }
                 _ => {}
             }

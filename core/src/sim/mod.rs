@@ -24,8 +24,12 @@ use bytes::BytesMut;
 pub use backend::{H1Backend, H3Backend};
 pub use client::{SimClient, SimRequest, SimResponse};
 
-use crate::config::{BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls, LoadBalancing};
-use crate::quic::crypto::{CryptoMode, ServerIdentity, TlsMaterials, UpstreamVerify, parse_certificates, parse_private_key};
+use crate::config::{
+    BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls, LoadBalancing,
+};
+use crate::quic::crypto::{
+    CryptoMode, ServerIdentity, TlsMaterials, UpstreamVerify, parse_certificates, parse_private_key,
+};
 use crate::rng::Rng;
 use crate::{Core, CoreParams, Datagram, Input, Output, SocketKind, TcpCommand, TcpEvent, TcpId};
 
@@ -175,7 +179,10 @@ impl Sim {
             backends: config
                 .backends
                 .iter()
-                .map(|b| (b.protocol == BackendProtocol::Http3).then_some(UpstreamVerify::InsecureSkipVerify))
+                .map(|b| {
+                    (b.protocol == BackendProtocol::Http3)
+                        .then_some(UpstreamVerify::InsecureSkipVerify)
+                })
                 .collect(),
         };
         let core = Core::new(CoreParams {
@@ -227,7 +234,10 @@ impl Sim {
     /// Adds a client that connects to Spooky right away; returns its index.
     pub fn add_client(&mut self) -> usize {
         let i = self.clients.len();
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, (i % 250) as u8 + 1)), 5000 + i as u16);
+        let addr = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 1, 0, (i % 250) as u8 + 1)),
+            5000 + i as u16,
+        );
         let client = SimClient::new(addr, LISTENER, self.now, self.rng.seed());
         self.clients.push(client);
         i
@@ -365,7 +375,13 @@ impl Sim {
     }
 
     /// Schedules a datagram (or a GSO batch, split) with latency, jitter and loss.
-    fn send_udp(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8], segment: Option<usize>) {
+    fn send_udp(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+        segment: Option<usize>,
+    ) {
         let step = segment.unwrap_or(payload.len()).max(1);
         for datagram in payload.chunks(step) {
             if self.cfg.loss_ppm > 0 && self.rng.below(1_000_000) < u64::from(self.cfg.loss_ppm) {
