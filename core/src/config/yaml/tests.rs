@@ -1317,7 +1317,7 @@ fn documented_error_messages_are_real() {
         ),
         (
             "listen:\n  port: 1\n   address: x\n".to_string(),
-            ": invalid YAML: mapping values are not allowed in this context at line 3, column 11",
+            "invalid YAML: mapping values are not allowed in this context at line 3, column 11",
         ),
     ];
     for (doc, message) in cases {
