@@ -1,1 +1,245 @@
-fn main() {}
+//! `spooky`: the HTTP/3 load balancer's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use spooky::client::{H3Client, Trust};
+
+#[derive(Parser)]
+#[command(
+    name = "spooky",
+    version,
+    about = "An HTTP/3 load balancer with a deterministic core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer with a configuration file.
+    Run {
+        /// The YAML configuration.
+        #[arg(short, long, default_value = "config/spooky.yaml")]
+        config: PathBuf,
+        /// Event loop (overrides `runtime.kind` in the configuration).
+        #[arg(long)]
+        runtime: Option<RuntimeArg>,
+    },
+    /// Validate a configuration file and the files it names, then exit.
+    Check {
+        /// The YAML configuration.
+        #[arg(short, long, default_value = "config/spooky.yaml")]
+        config: PathBuf,
+    },
+    /// Write a self-signed certificate for localhost, 127.0.0.1 and ::1.
+    GenCert {
+        /// Directory for cert.pem and key.pem.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start a balancer with three local backends (two HTTP/1.1, one HTTP/3); no setup needed.
+    Demo {
+        /// Send this many requests through it, print which backend answered, and exit.
+        #[arg(long)]
+        requests: Option<usize>,
+        /// UDP port to listen on.
+        #[arg(long, default_value_t = 9889)]
+        port: u16,
+        /// Requests in flight at once with --requests.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Send HTTP/3 requests (quinn + h3) and print the responses.
+    Client {
+        /// https://HOST:PORT/PATH (HOST must be an IP address or localhost).
+        url: String,
+        /// Number of requests.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        requests: usize,
+        /// Method.
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// Request body.
+        #[arg(short = 'd', long)]
+        data: Option<String>,
+        /// Accept any server certificate (development only).
+        #[arg(long, conflicts_with = "ca")]
+        insecure: bool,
+        /// CA certificate (PEM or DER) to verify the server with.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuntimeArg {
+    Tokio,
+    Mio,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config, runtime } => {
+            let (config, tls) = spooky::load::load(&config)?;
+            init_logging(config.log.level.as_str());
+            let kind = match runtime {
+                Some(RuntimeArg::Tokio) => spooky_core::config::RuntimeKind::Tokio,
+                Some(RuntimeArg::Mio) => spooky_core::config::RuntimeKind::Mio,
+                None => config.runtime.kind,
+            };
+            if kind == spooky_core::config::RuntimeKind::Mio {
+                anyhow::bail!(
+                    "the mio runtime is not available in this build yet; use --runtime tokio"
+                );
+            }
+            let seed = spooky::os_seed();
+            tracing::debug!(seed = %spooky::hex(&seed), "core seed");
+            tokio_runtime()?.block_on(spooky_runtime_tokio::run(config, tls, seed))?;
+            Ok(())
+        }
+        Command::Check { config: path } => {
+            let (config, _tls) = spooky::load::load(&path)?;
+            println!(
+                "{}: OK: listening on udp/{} with {} backend(s), {:?} balancing",
+                path.display(),
+                config.listen.socket_addr(),
+                config.backends.len(),
+                config.load_balancing
+            );
+            Ok(())
+        }
+        Command::GenCert { dir, force } => {
+            let (cert, key) = spooky::certs::write_self_signed(&dir, force)?;
+            println!("wrote {} and {}", cert.display(), key.display());
+            Ok(())
+        }
+        Command::Demo {
+            requests,
+            port,
+            concurrency,
+        } => {
+            init_logging("warn");
+            tokio_runtime()?.block_on(spooky::demo::run(spooky::demo::DemoOptions {
+                port,
+                requests,
+                concurrency,
+            }))
+        }
+        Command::Client {
+            url,
+            requests,
+            method,
+            data,
+            insecure,
+            ca,
+        } => {
+            init_logging("warn");
+            let trust = match (insecure, ca) {
+                (true, _) => Trust::Insecure,
+                (false, Some(path)) => {
+                    let bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    let certs = spooky_core::quic::crypto::parse_certificates(&bytes)
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                    Trust::Roots(certs)
+                }
+                (false, None) => {
+                    anyhow::bail!("pass --ca FILE, or --insecure for a self-signed server")
+                }
+            };
+            tokio_runtime()?.block_on(client(url, requests, method, data, trust))
+        }
+    }
+}
+
+async fn client(
+    url: String,
+    requests: usize,
+    method: String,
+    data: Option<String>,
+    trust: Trust,
+) -> anyhow::Result<()> {
+    let uri: http::Uri = url.parse().context("parsing the URL")?;
+    let host = uri
+        .host()
+        .context("the URL needs a host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(443);
+    let ip: std::net::IpAddr = if host == "localhost" {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse()
+            .context("the URL's host must be an IP address or localhost")?
+    };
+    let server_name = if host == "localhost" {
+        "localhost".to_owned()
+    } else {
+        ip.to_string()
+    };
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let method: http::Method = method.parse().context("parsing the method")?;
+    let body = Bytes::from(data.unwrap_or_default());
+    let client = Arc::new(H3Client::connect((ip, port).into(), &server_name, &trust).await?);
+    for _ in 0..requests {
+        let response = client
+            .request(method.clone(), &path, &[], body.clone())
+            .await?;
+        println!(
+            "{} {:?}",
+            response.status,
+            response.header("x-backend").unwrap_or("-")
+        );
+        if requests == 1 {
+            for (name, value) in &response.headers {
+                println!("{name}: {}", value.to_str().unwrap_or("<binary>"));
+            }
+            println!();
+            if response.body.len() <= 4096 {
+                print!("{}", String::from_utf8_lossy(&response.body));
+            } else {
+                println!("<{} bytes>", response.body.len());
+            }
+        }
+    }
+    if let Ok(client) = Arc::try_unwrap(client) {
+        client.close().await;
+    }
+    Ok(())
+}

@@ -192,7 +192,11 @@ impl Driver {
             SocketKind::Upstream => &self.upstream,
         };
         let Some(contents) = self.out_buf.get(..t.size) else {
-            tracing::error!(size = t.size, buffer = self.out_buf.len(), "transmit larger than its buffer; dropped");
+            tracing::error!(
+                size = t.size,
+                buffer = self.out_buf.len(),
+                "transmit larger than its buffer; dropped"
+            );
             return;
         };
         socket.send(t, contents).await;

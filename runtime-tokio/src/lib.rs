@@ -127,14 +127,13 @@ fn flatten(result: Result<io::Result<()>, tokio::task::JoinError>) -> io::Result
 /// in hex at debug level so that a run can be replayed.
 ///
 /// Fails if a socket cannot be bound or TLS cannot be set up from `tls`.
-pub async fn start(
-    config: Arc<Config>,
-    tls: TlsMaterials,
-    seed: [u8; 32],
-) -> io::Result<Handle> {
+pub async fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<Handle> {
     let listen = config.listen.socket_addr();
     let listener = UdpIo::bind(listen).map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot bind the listener to {listen}: {e}"))
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind the listener to {listen}: {e}"),
+        )
     })?;
     let upstream = UdpIo::bind_upstream()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind the upstream socket: {e}")))?;

@@ -31,7 +31,11 @@ pub(crate) enum Command {
 pub(crate) type EventSender = mpsc::UnboundedSender<(TcpId, TcpEvent)>;
 
 /// Spawns the task for connection `id` and returns its command channel.
-pub(crate) fn spawn(id: TcpId, addr: SocketAddr, events: EventSender) -> mpsc::UnboundedSender<Command> {
+pub(crate) fn spawn(
+    id: TcpId,
+    addr: SocketAddr,
+    events: EventSender,
+) -> mpsc::UnboundedSender<Command> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run(id, addr, rx, events));
     tx
@@ -141,7 +145,9 @@ async fn run(
                 return;
             }
             Step::Wrote(Ok(0)) => {
-                report(TcpEvent::Closed(Some("the connection accepts no more bytes".into())));
+                report(TcpEvent::Closed(Some(
+                    "the connection accepts no more bytes".into(),
+                )));
                 return;
             }
             Step::Wrote(Ok(n)) => {

@@ -144,9 +144,7 @@ impl UdpIo {
         Received {
             from: unmap_addr(meta.addr),
             local_ip: meta.dst_ip.map(unmap_ip),
-            ecn: meta
-                .ecn
-                .and_then(|e| EcnCodepoint::from_bits(e as u8)),
+            ecn: meta.ecn.and_then(|e| EcnCodepoint::from_bits(e as u8)),
             data,
             segment_size,
         }

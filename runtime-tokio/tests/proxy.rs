@@ -13,7 +13,7 @@ use spooky_core::TlsMaterials;
 use spooky_core::config::{
     BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls,
 };
-use spooky_core::quic::crypto::ServerIdentity;
+use spooky_core::quic::crypto::{ServerIdentity, UpstreamVerify};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -47,6 +47,15 @@ fn test_cert() -> TestCert {
 
 /// A Spooky config listening on 127.0.0.1:0 with one HTTP/1.1 backend.
 fn config(backend: SocketAddr) -> Config {
+    config_with(vec![BackendConfig::new(
+        "b1",
+        backend,
+        BackendProtocol::Http1,
+    )])
+}
+
+/// A Spooky config listening on 127.0.0.1:0 with the given backends.
+fn config_with(backends: Vec<BackendConfig>) -> Config {
     let listen = ListenConfig {
         protocol: ListenProtocol::Http3,
         address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -56,17 +65,20 @@ fn config(backend: SocketAddr) -> Config {
             key: PathBuf::from("unused.key"),
         },
     };
-    let backends = vec![BackendConfig::new("b1", backend, BackendProtocol::Http1)];
     Config::with_backends(listen, backends)
 }
 
 fn tls(cert: &TestCert, backends: usize) -> TlsMaterials {
+    tls_with(cert, vec![None; backends])
+}
+
+fn tls_with(cert: &TestCert, backends: Vec<Option<UpstreamVerify>>) -> TlsMaterials {
     TlsMaterials {
         server: ServerIdentity {
             chain: vec![cert.cert.clone()],
             key: PrivateKeyDer::Pkcs8(cert.key.clone_key()),
         },
-        backends: vec![None; backends],
+        backends,
     }
 }
 
@@ -84,7 +96,9 @@ struct Backend {
 }
 
 async fn spawn_backend_with_body(delay: Duration, body: Arc<[u8]>) -> Backend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
     let received = Arc::new(Notify::new());
@@ -149,7 +163,11 @@ fn complete_request(buf: &[u8]) -> Option<usize> {
     let mut chunked = false;
     for h in request.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            content_length = std::str::from_utf8(h.value).unwrap().trim().parse().unwrap();
+            content_length = std::str::from_utf8(h.value)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = true;
         }
@@ -178,6 +196,61 @@ fn chunked_body_len(buf: &[u8]) -> Option<usize> {
             return None;
         }
     }
+}
+
+/// An HTTP/3 backend (quinn + h3) on 127.0.0.1 answering `200 hello h3`, with `cert`.
+///
+/// With `read_request_body` false it answers without reading the request to its end; quinn
+/// then sends STOP_SENDING (code 0) on the request stream, in the same packet as the response.
+async fn spawn_h3_backend(cert: &TestCert, read_request_body: bool) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.clone()],
+            PrivateKeyDer::Pkcs8(cert.key.clone_key()),
+        )
+        .expect("backend certificate");
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS config");
+    let endpoint = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(quic)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("backend endpoint");
+    let addr = endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok(mut h3) =
+                    h3::server::Connection::<_, bytes::Bytes>::new(h3_quinn::Connection::new(conn))
+                        .await
+                else {
+                    return;
+                };
+                while let Ok(Some(resolver)) = h3.accept().await {
+                    tokio::spawn(async move {
+                        let Ok((_request, mut stream)) = resolver.resolve_request().await else {
+                            return;
+                        };
+                        if read_request_body {
+                            while let Ok(Some(_)) = stream.recv_data().await {}
+                        }
+                        let response = http::Response::builder().status(200).body(()).unwrap();
+                        let _ = stream.send_response(response).await;
+                        let _ = stream
+                            .send_data(bytes::Bytes::from_static(b"hello h3"))
+                            .await;
+                        let _ = stream.finish().await;
+                    });
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// An HTTP/3 client connected to `addr`, trusting `cert`.
@@ -279,9 +352,10 @@ async fn get_through_spooky_to_http1_backend() {
     timeout(TEST_LIMIT, async {
         let backend = spawn_backend(Duration::ZERO).await;
         let cert = test_cert();
-        let handle = spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
-            .await
-            .expect("start spooky");
+        let handle =
+            spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
+                .await
+                .expect("start spooky");
         assert_ne!(handle.local_addr().port(), 0);
 
         let mut client = connect(handle.local_addr(), &cert).await;
@@ -312,9 +386,10 @@ async fn drain_finishes_in_flight_request_then_exits() {
     timeout(TEST_LIMIT, async {
         let backend = spawn_backend(Duration::from_millis(300)).await;
         let cert = test_cert();
-        let handle = spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
-            .await
-            .expect("start spooky");
+        let handle =
+            spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
+                .await
+                .expect("start spooky");
         let client = connect(handle.local_addr(), &cert).await;
 
         let mut send = client.send.clone();
@@ -348,9 +423,10 @@ async fn metrics_count_requests() {
     timeout(TEST_LIMIT, async {
         let backend = spawn_backend(Duration::ZERO).await;
         let cert = test_cert();
-        let handle = spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
-            .await
-            .expect("start spooky");
+        let handle =
+            spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
+                .await
+                .expect("start spooky");
         assert_eq!(handle.metrics().await.requests, 0);
 
         let mut client = connect(handle.local_addr(), &cert).await;
@@ -373,4 +449,72 @@ async fn metrics_count_requests() {
     })
     .await
     .expect("test timed out");
+}
+
+#[tokio::test]
+async fn large_response_body_streams_through() {
+    init_tracing();
+    timeout(TEST_LIMIT, async {
+        let body: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let backend = spawn_backend_with_body(Duration::ZERO, Arc::from(body.clone())).await;
+        let cert = test_cert();
+        let handle =
+            spooky_runtime_tokio::start(Arc::new(config(backend.addr)), tls(&cert, 1), SEED)
+                .await
+                .expect("start spooky");
+        let mut client = connect(handle.local_addr(), &cert).await;
+        let (status, received) = get(&mut client.send, "/big").await;
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(received.len(), body.len());
+        assert!(received == body, "body corrupted in transit");
+        client.close().await;
+        handle.abort();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// GET through Spooky to an HTTP/3 backend, over the upstream (dual-stack) UDP socket.
+async fn get_via_http3_backend(read_request_body: bool) {
+    let cert = test_cert();
+    let backend = spawn_h3_backend(&cert, read_request_body).await;
+    let mut backend_config = BackendConfig::new("h3", backend, BackendProtocol::Http3);
+    backend_config.tls.server_name = Some("localhost".into());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.clone()).expect("add root");
+    let tls = tls_with(&cert, vec![Some(UpstreamVerify::Roots(Arc::new(roots)))]);
+    let handle =
+        spooky_runtime_tokio::start(Arc::new(config_with(vec![backend_config])), tls, SEED)
+            .await
+            .expect("start spooky");
+
+    let mut client = connect(handle.local_addr(), &cert).await;
+    for _ in 0..3 {
+        let (status, body) = get(&mut client.send, "/").await;
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body, b"hello h3");
+    }
+    assert_eq!(handle.metrics().await.quic_connects, 1);
+    client.close().await;
+    handle.abort();
+}
+
+#[tokio::test]
+async fn get_through_spooky_to_http3_backend() {
+    init_tracing();
+    timeout(TEST_LIMIT, get_via_http3_backend(true))
+        .await
+        .expect("test timed out");
+}
+
+/// Reproduces a spooky-core bug: STOP_SENDING with a code other than H3_NO_ERROR on the
+/// backend request stream turns into a 502 even though the complete response arrived with it
+/// (RFC 9114 §4.1: clients must not discard complete responses because their request was
+/// stopped).
+#[tokio::test]
+async fn http3_backend_that_stops_reading_the_request() {
+    init_tracing();
+    timeout(TEST_LIMIT, get_via_http3_backend(false))
+        .await
+        .expect("test timed out");
 }

@@ -348,19 +348,17 @@ impl Core {
         }
     }
 
-    /// The backend stopped reading our request. With H3_NO_ERROR it has (or will have) a
-    /// complete response and the rest of the body is not needed (RFC 9114 §4.1).
+    /// The backend stopped reading our request. It may still send a complete response, which
+    /// must not be discarded (RFC 9114 §4.1): stop sending, keep reading. If the stream then
+    /// ends without a response, the client gets a 502 from the response path.
     fn on_h3_request_stopped(&mut self, ex: ExId, code: u64) {
+        tracing::debug!(code, "backend stopped reading the request");
         let e = &mut self.exchanges[ex];
         e.to_backend.clear();
         e.body = None;
         e.request_sent = true;
-        if code == Code::NO_ERROR.0 {
-            self.stop_reading_request(ex, Code::NO_ERROR);
-        } else {
-            self.metrics.upstream_failures += 1;
-            self.respond_error(ex, 502, "backend refused the request");
-        }
+        self.stop_reading_request(ex, Code::NO_ERROR);
+        self.pump_response(ex);
     }
 
     /// Reads the response from an HTTP/3 backend stream. Returns false when it cannot go on.

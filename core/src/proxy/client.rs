@@ -164,7 +164,9 @@ impl Core {
                     self.abort_exchange(ex, None, Code::REQUEST_CANCELLED);
                 }
             }
-            Event::Stream(StreamEvent::Finished { .. } | StreamEvent::Available { .. })
+            // A response was fully acknowledged: a draining connection may be done.
+            Event::Stream(StreamEvent::Finished { .. }) => self.client_exchange_removed(h),
+            Event::Stream(StreamEvent::Available { .. })
             | Event::HandshakeDataReady
             | Event::DatagramReceived
             | Event::DatagramsUnblocked => {}
@@ -540,7 +542,10 @@ impl Core {
         let Some(conn) = self.clients.get_mut(h).and_then(Option::as_mut) else {
             return;
         };
-        if conn.streams.is_empty() && !conn.closed {
+        // Closing discards unsent stream data, so wait until every response is acknowledged:
+        // the only send stream left is then our control stream.
+        let unacknowledged = conn.quic.streams().send_streams();
+        if conn.streams.is_empty() && !conn.closed && unacknowledged <= 1 {
             conn.quic.close(
                 self.now,
                 Code::NO_ERROR.varint(),
