@@ -391,3 +391,18 @@ fn many_concurrent_streams_on_one_connection() {
     let total: usize = counts.values().sum();
     assert_eq!(total, 100);
 }
+
+#[test]
+fn generated_error_for_head_has_no_body() {
+    let mut s = sim(SimConfig::default());
+    for b in &mut s.h1_backends {
+        b.up = false;
+    }
+    s.h3_backends.clear();
+    let c = s.add_client();
+    s.request(c, SimRequest::new("HEAD", "/"));
+    run(&mut s, Duration::from_secs(60));
+    let r = s.clients[c].response(0);
+    assert!(r.status >= 500, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+}

@@ -303,7 +303,14 @@ impl Core {
             ]
             .into_iter(),
         );
-        self.send_response_data(ex, body);
+        // A response to HEAD has no content, whatever its content-length says.
+        if !self
+            .exchanges
+            .get(ex)
+            .is_some_and(Exchange::is_head_request)
+        {
+            self.send_response_data(ex, body);
+        }
         self.end_response(ex);
         self.stop_reading_request(ex, Code::NO_ERROR);
         self.flush_to_client(ex);
