@@ -52,7 +52,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 pub use config::{Config, ConfigError};
-pub use proxy::{Core, CoreError, CoreParams};
+pub use proxy::{BackendStatus, Core, CoreError, CoreParams};
 pub use quic::crypto::{CryptoMode, TlsMaterials};
 pub use quinn_proto::EcnCodepoint;
 

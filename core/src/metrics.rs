@@ -29,6 +29,18 @@ pub struct Metrics {
     pub tcp_connects: u64,
     /// Upstream QUIC connections opened.
     pub quic_connects: u64,
+    /// Attempts retried on another backend.
+    pub retries: u64,
+    /// Requests refused because a backend's circuit breaker was full.
+    pub circuit_breaker_overflow: u64,
+    /// Backends ejected by outlier detection.
+    pub ejections: u64,
+    /// Active health probes completed.
+    pub health_probes: u64,
+    /// Probes that failed.
+    pub health_probe_failures: u64,
+    /// Backends that changed between healthy and unhealthy.
+    pub health_transitions: u64,
 }
 
 impl Metrics {
@@ -59,5 +71,11 @@ impl Metrics {
         self.exchanges_open += other.exchanges_open;
         self.tcp_connects += other.tcp_connects;
         self.quic_connects += other.quic_connects;
+        self.retries += other.retries;
+        self.circuit_breaker_overflow += other.circuit_breaker_overflow;
+        self.ejections += other.ejections;
+        self.health_probes += other.health_probes;
+        self.health_probe_failures += other.health_probe_failures;
+        self.health_transitions += other.health_transitions;
     }
 }

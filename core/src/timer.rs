@@ -93,6 +93,11 @@ impl<K: Copy + Eq + Hash + Ord, T: Copy + Ord> TimerQueue<K, T> {
         self.heap.first().map(|(at, _)| *at)
     }
 
+    /// The key with the earliest deadline.
+    pub(crate) fn peek(&self) -> Option<K> {
+        self.heap.first().map(|(_, key)| *key)
+    }
+
     /// Removes and returns a key whose deadline is at or before `now`.
     pub(crate) fn pop_expired(&mut self, now: T) -> Option<K> {
         let &(at, key) = self.heap.first()?;

@@ -171,7 +171,11 @@ fn weighted_random_is_seeded() {
 
 #[test]
 fn dead_backend_gets_502_and_others_keep_working() {
-    let mut s = sim(SimConfig::default());
+    // Without retries and outlier detection, the dead backend's share fails.
+    let mut s = Sim::with_config(Instant::now(), SimConfig::default(), |c| {
+        c.retries.max_retries = 0;
+        c.outlier_detection.enabled = false;
+    });
     s.h1_backends[1].up = false;
     let c = s.add_client();
     for i in 0..9 {

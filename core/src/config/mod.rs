@@ -33,6 +33,12 @@ pub struct Config {
     pub limits: Limits,
     /// Which runtime runs the core, and with how many shards.
     pub runtime: RuntimeConfig,
+    /// Per-backend limits; overflow is answered 503 at once.
+    pub circuit_breaker: CircuitBreaker,
+    /// Passive health: ejecting backends that fail real requests.
+    pub outlier_detection: OutlierDetection,
+    /// When and how often a failed request is tried again.
+    pub retries: RetryPolicy,
 }
 
 /// The client-facing listener.
@@ -132,15 +138,149 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Status codes that count as success: `low..=high`.
     pub expected_status: (u16, u16),
+    /// Whether the backend takes traffic before its first probe.
+    pub initial: InitialHealth,
+}
+
+/// A backend's health before its first probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialHealth {
+    /// Takes traffic at once; probes can take it out.
+    Healthy,
+    /// Takes traffic only after a probe succeeded.
+    Unknown,
 }
 
 /// Balancing strategy of a pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadBalancing {
-    /// Weighted round-robin, smooth (no bursts to one backend).
+    /// Rotation in backend order, weights honoured (earliest-deadline-first: smooth, exact
+    /// over a cycle).
     RoundRobin,
+    /// Smooth weighted round-robin; the same schedule as `RoundRobin`, named for the weights.
+    WeightBased,
     /// Weighted random from the core's seeded RNG.
     Random,
+    /// The backend with the fewest requests in flight relative to its weight.
+    LeastRequests,
+    /// Two random backends, the one with fewer requests in flight (relative to weight) wins.
+    PowerOfTwoChoices,
+    /// Maglev consistent hashing of a request key.
+    ConsistentHash(HashKey),
+    /// Peak-EWMA of response times times load: the backend expected to answer first.
+    Latency,
+}
+
+impl LoadBalancing {
+    /// The name used in configuration files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoadBalancing::RoundRobin => "round-robin",
+            LoadBalancing::WeightBased => "weight-based",
+            LoadBalancing::Random => "random",
+            LoadBalancing::LeastRequests => "least-requests",
+            LoadBalancing::PowerOfTwoChoices => "p2c",
+            LoadBalancing::ConsistentHash(_) => "consistent-hash",
+            LoadBalancing::Latency => "latency",
+        }
+    }
+}
+
+/// What consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address (`ip-hash`).
+    ClientIp,
+    /// The value of a request header (lowercase name).
+    Header(String),
+    /// The value of a cookie.
+    Cookie(String),
+    /// The request path (without the query).
+    Path,
+}
+
+/// Per-backend circuit breaker limits (per shard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitBreaker {
+    /// TCP connections to one HTTP/1.1 backend.
+    pub max_connections: u32,
+    /// Requests waiting for a connection or stream at one backend.
+    pub max_pending_requests: u32,
+    /// Requests in flight to one backend.
+    pub max_requests: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            max_connections: 256,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+        }
+    }
+}
+
+/// Passive outlier detection: backends that fail real traffic are ejected for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Off: never eject.
+    pub enabled: bool,
+    /// Consecutive 5xx responses that eject a backend (0 = ignore 5xx).
+    pub consecutive_5xx: u32,
+    /// Consecutive connect failures, resets or timeouts that eject a backend.
+    pub consecutive_failures: u32,
+    /// First ejection's length; each further ejection doubles it.
+    pub base_ejection_time: Duration,
+    /// Longest ejection.
+    pub max_ejection_time: Duration,
+    /// Most of a pool that may be ejected at once, in percent.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            enabled: true,
+            consecutive_5xx: 5,
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Retries of failed requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Further attempts after the first (0 = no retries).
+    pub max_retries: u32,
+    /// Retry when a connection to the backend cannot be made.
+    pub on_connect_failure: bool,
+    /// Retry when the backend resets or closes before answering, or times out.
+    pub on_reset: bool,
+    /// Retry when the backend answers with one of these statuses.
+    pub on_statuses: Vec<u16>,
+    /// Time to response headers for each attempt (defaults to `timeouts.response_headers`).
+    pub per_try_timeout: Option<Duration>,
+    /// Retries in flight may be at most this share of requests in flight, in percent.
+    pub budget_percent: u32,
+    /// ... but this many are always allowed.
+    pub min_retries_in_flight: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 2,
+            on_connect_failure: true,
+            on_reset: true,
+            on_statuses: Vec::new(),
+            per_try_timeout: None,
+            budget_percent: 50,
+            min_retries_in_flight: 10,
+        }
+    }
 }
 
 /// Logging settings.
@@ -219,10 +359,6 @@ pub struct Limits {
     pub max_request_body: Option<u64>,
     /// Client connections per shard; more are refused.
     pub max_connections: u32,
-    /// TCP connections per HTTP/1.1 backend per shard.
-    pub max_upstream_connections: u32,
-    /// Requests waiting for an upstream connection per backend; overflow gets 503.
-    pub max_pending_requests: u32,
 }
 
 impl Default for Limits {
@@ -232,8 +368,6 @@ impl Default for Limits {
             max_header_size: 64 * 1024,
             max_request_body: None,
             max_connections: 100_000,
-            max_upstream_connections: 256,
-            max_pending_requests: 1024,
         }
     }
 }
@@ -318,6 +452,9 @@ impl Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             runtime: RuntimeConfig::default(),
+            circuit_breaker: CircuitBreaker::default(),
+            outlier_detection: OutlierDetection::default(),
+            retries: RetryPolicy::default(),
         }
     }
 }

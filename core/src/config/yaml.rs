@@ -17,9 +17,9 @@ use yaml_rust2::{ScanError, Yaml, YamlLoader};
 
 use super::duration::{format_duration, parse_duration};
 use super::{
-    BackendConfig, BackendProtocol, Config, ConfigError, HealthCheck, Limits, ListenConfig,
-    ListenProtocol, ListenTls, LoadBalancing, LogConfig, LogLevel, RuntimeConfig, RuntimeKind,
-    Timeouts, UpstreamTls,
+    BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey, HealthCheck,
+    InitialHealth, Limits, ListenConfig, ListenProtocol, ListenTls, LoadBalancing, LogConfig,
+    LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig, RuntimeKind, Timeouts, UpstreamTls,
 };
 
 #[cfg(test)]
@@ -35,6 +35,9 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "limits",
     "runtime",
+    "circuit_breaker",
+    "outlier_detection",
+    "retries",
 ];
 const LISTEN_KEYS: &[&str] = &["protocol", "address", "port", "tls"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert", "key"];
@@ -47,8 +50,25 @@ const HEALTH_CHECK_KEYS: &[&str] = &[
     "healthy_threshold",
     "unhealthy_threshold",
     "expected_status",
+    "initial",
 ];
-const LOAD_BALANCING_KEYS: &[&str] = &["type"];
+const LOAD_BALANCING_KEYS: &[&str] = &["type", "key"];
+const CIRCUIT_BREAKER_KEYS: &[&str] = &["max_connections", "max_pending_requests", "max_requests"];
+const OUTLIER_KEYS: &[&str] = &[
+    "enabled",
+    "consecutive_5xx",
+    "consecutive_failures",
+    "base_ejection_time",
+    "max_ejection_time",
+    "max_ejection_percent",
+];
+const RETRY_KEYS: &[&str] = &[
+    "max_retries",
+    "retry_on",
+    "per_try_timeout",
+    "budget_percent",
+    "min_retries_in_flight",
+];
 const LOG_KEYS: &[&str] = &["level"];
 const TIMEOUT_KEYS: &[&str] = &[
     "connect",
@@ -63,29 +83,14 @@ const LIMIT_KEYS: &[&str] = &[
     "max_header_size",
     "max_request_body",
     "max_connections",
-    "max_upstream_connections",
-    "max_pending_requests",
 ];
 const RUNTIME_KEYS: &[&str] = &["kind", "shards"];
 
-/// Strategies that work today, as listed in errors.
-const STRATEGIES: &str = "round-robin, random";
-/// Strategy names reserved for later work; they get a "not supported yet" error.
-const FUTURE_STRATEGIES: &[&str] = &[
-    "weight-based",
-    "weighted",
-    "least-connection",
-    "least-connections",
-    "least-conn",
-    "least-requests",
-    "least-request",
-    "ip-hash",
-    "p2c",
-    "power-of-two-choices",
-    "consistent-hash",
-    "latency",
-    "ewma",
-];
+/// Strategies, as listed in errors.
+const STRATEGIES: &str = "round-robin, weight-based, random, least-requests (alias \
+     least_connection), p2c, consistent-hash, ip-hash, latency";
+/// What `load_balancing.key` may be.
+const HASH_KEYS: &str = "client-ip, path, header:NAME, cookie:NAME";
 
 /// How long a health probe may take when `timeout` is not given (capped at the interval).
 const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -488,6 +493,9 @@ fn config(root: &Node<'_>) -> Result<Config> {
     let timeouts = section(&map, "timeouts", timeouts)?;
     let limits = section(&map, "limits", limits)?;
     let runtime = section(&map, "runtime", runtime)?;
+    let circuit_breaker = section(&map, "circuit_breaker", circuit_breaker)?;
+    let outlier_detection = section(&map, "outlier_detection", outlier_detection)?;
+    let retries = section(&map, "retries", retries)?;
     Ok(Config {
         listen,
         backends,
@@ -496,6 +504,9 @@ fn config(root: &Node<'_>) -> Result<Config> {
         timeouts,
         limits,
         runtime,
+        circuit_breaker,
+        outlier_detection,
+        retries,
     })
 }
 
@@ -762,6 +773,9 @@ fn health_check(node: &Node<'_>) -> Result<HealthCheck> {
     let expected_status = map
         .opt("expected_status", expected_status)?
         .unwrap_or(DEFAULT_EXPECTED_STATUS);
+    let initial = map
+        .opt("initial", initial_health)?
+        .unwrap_or(InitialHealth::Healthy);
     Ok(HealthCheck {
         path,
         interval,
@@ -769,7 +783,20 @@ fn health_check(node: &Node<'_>) -> Result<HealthCheck> {
         healthy_threshold,
         unhealthy_threshold,
         expected_status,
+        initial,
     })
+}
+
+fn initial_health(node: &Node<'_>) -> Result<InitialHealth> {
+    let name = string(node, "healthy or unknown", false)?;
+    match name {
+        "healthy" => Ok(InitialHealth::Healthy),
+        "unknown" => Ok(InitialHealth::Unknown),
+        _ => Err(node.error(format!(
+            "{name:?} is not an initial state; use healthy (takes traffic at once) or unknown \
+             (takes traffic after its first successful probe)"
+        ))),
+    }
 }
 
 fn probe_path(node: &Node<'_>) -> Result<String> {
@@ -829,34 +856,192 @@ fn expected_status(node: &Node<'_>) -> Result<(u16, u16)> {
 
 fn load_balancing(node: &Node<'_>) -> Result<LoadBalancing> {
     let map = Map::new(node, "the balancing settings", LOAD_BALANCING_KEYS)?;
-    Ok(map
-        .opt("type", strategy)?
-        .unwrap_or(LoadBalancing::RoundRobin))
+    let strategy = map.opt("type", strategy)?.unwrap_or(Strategy::RoundRobin);
+    let key = map.opt("key", hash_key)?;
+    Ok(match (strategy, key) {
+        (Strategy::ConsistentHash, key) => {
+            LoadBalancing::ConsistentHash(key.unwrap_or(HashKey::ClientIp))
+        }
+        (Strategy::IpHash, None | Some(HashKey::ClientIp)) => {
+            LoadBalancing::ConsistentHash(HashKey::ClientIp)
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                child_path(&map.path, "key"),
+                "is only used by consistent-hash (and ip-hash, where it is client-ip); remove it \
+                 or set type: consistent-hash",
+            ));
+        }
+        (Strategy::RoundRobin, None) => LoadBalancing::RoundRobin,
+        (Strategy::WeightBased, None) => LoadBalancing::WeightBased,
+        (Strategy::Random, None) => LoadBalancing::Random,
+        (Strategy::LeastRequests, None) => LoadBalancing::LeastRequests,
+        (Strategy::PowerOfTwo, None) => LoadBalancing::PowerOfTwoChoices,
+        (Strategy::Latency, None) => LoadBalancing::Latency,
+    })
 }
 
-fn strategy(node: &Node<'_>) -> Result<LoadBalancing> {
+/// Strategy names as written, before `key` is combined in.
+enum Strategy {
+    RoundRobin,
+    WeightBased,
+    Random,
+    LeastRequests,
+    PowerOfTwo,
+    ConsistentHash,
+    IpHash,
+    Latency,
+}
+
+fn strategy(node: &Node<'_>) -> Result<Strategy> {
     let name = string(node, &format!("a strategy name: {STRATEGIES}"), false)?;
-    match name {
-        "round-robin" | "round_robin" | "roundrobin" => Ok(LoadBalancing::RoundRobin),
-        "random" => Ok(LoadBalancing::Random),
+    let normalized = name.to_ascii_lowercase().replace('_', "-");
+    Ok(match normalized.as_str() {
+        "round-robin" | "roundrobin" => Strategy::RoundRobin,
+        "weight-based" | "weighted" | "weighted-round-robin" => Strategy::WeightBased,
+        "random" => Strategy::Random,
+        "least-requests" | "least-request" | "least-connection" | "least-connections"
+        | "least-conn" => Strategy::LeastRequests,
+        "p2c" | "power-of-two-choices" => Strategy::PowerOfTwo,
+        "consistent-hash" | "maglev" => Strategy::ConsistentHash,
+        "ip-hash" => Strategy::IpHash,
+        "latency" | "ewma" | "peak-ewma" => Strategy::Latency,
         _ => {
-            let normalized = name.to_ascii_lowercase().replace('_', "-");
-            if FUTURE_STRATEGIES.contains(&normalized.as_str()) {
-                let hint = if matches!(normalized.as_str(), "weight-based" | "weighted") {
-                    " (round-robin and random already honour backend weights)"
-                } else {
-                    ""
-                };
-                Err(node.error(format!(
-                    "strategy {name:?} is not supported yet; use one of: {STRATEGIES}{hint}"
-                )))
-            } else {
-                Err(node.error(format!(
-                    "{name:?} is not a strategy; use one of: {STRATEGIES}"
-                )))
+            return Err(node.error(format!(
+                "{name:?} is not a strategy; use one of: {STRATEGIES}"
+            )));
+        }
+    })
+}
+
+fn hash_key(node: &Node<'_>) -> Result<HashKey> {
+    let text = string(node, &format!("a hash key: {HASH_KEYS}"), false)?;
+    let bad_name = |what: &str| {
+        node.error(format!(
+            "{text:?} needs a {what} name after the colon, such as {what}:x-user-id"
+        ))
+    };
+    match text.split_once(':') {
+        None if text == "client-ip" || text == "ip" => Ok(HashKey::ClientIp),
+        None if text == "path" => Ok(HashKey::Path),
+        Some(("header", name)) => {
+            let name = name.trim().to_ascii_lowercase();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                return Err(bad_name("header"));
+            }
+            Ok(HashKey::Header(name))
+        }
+        Some(("cookie", name)) => {
+            let name = name.trim();
+            if name.is_empty() || name.contains([';', '=', ' ']) {
+                return Err(bad_name("cookie"));
+            }
+            Ok(HashKey::Cookie(name.to_owned()))
+        }
+        _ => Err(node.error(format!(
+            "{text:?} is not a hash key; use one of: {HASH_KEYS}"
+        ))),
+    }
+}
+
+fn circuit_breaker(node: &Node<'_>) -> Result<CircuitBreaker> {
+    let map = Map::new(node, "the circuit breaker", CIRCUIT_BREAKER_KEYS)?;
+    let defaults = CircuitBreaker::default();
+    Ok(CircuitBreaker {
+        max_connections: map
+            .opt("max_connections", |n| u32_in(n, 1, u32::MAX))?
+            .unwrap_or(defaults.max_connections),
+        max_pending_requests: map
+            .opt("max_pending_requests", |n| u32_in(n, 0, u32::MAX))?
+            .unwrap_or(defaults.max_pending_requests),
+        max_requests: map
+            .opt("max_requests", |n| u32_in(n, 1, u32::MAX))?
+            .unwrap_or(defaults.max_requests),
+    })
+}
+
+fn outlier_detection(node: &Node<'_>) -> Result<OutlierDetection> {
+    let map = Map::new(node, "outlier detection", OUTLIER_KEYS)?;
+    let defaults = OutlierDetection::default();
+    let base = map
+        .opt("base_ejection_time", positive_duration)?
+        .unwrap_or(defaults.base_ejection_time);
+    let max = match map.get("max_ejection_time") {
+        Some(node) => {
+            let max = positive_duration(&node)?;
+            if max < base {
+                return Err(node.error(format!(
+                    "{} is not allowed: max_ejection_time must be at least base_ejection_time ({})",
+                    quote_value(node.value),
+                    format_duration(base)
+                )));
+            }
+            max
+        }
+        None => defaults.max_ejection_time.max(base),
+    };
+    Ok(OutlierDetection {
+        enabled: map.opt("enabled", boolean)?.unwrap_or(defaults.enabled),
+        consecutive_5xx: map
+            .opt("consecutive_5xx", |n| u32_in(n, 0, 1_000_000))?
+            .unwrap_or(defaults.consecutive_5xx),
+        consecutive_failures: map
+            .opt("consecutive_failures", |n| u32_in(n, 0, 1_000_000))?
+            .unwrap_or(defaults.consecutive_failures),
+        base_ejection_time: base,
+        max_ejection_time: max,
+        max_ejection_percent: map
+            .opt("max_ejection_percent", |n| u32_in(n, 0, 100))?
+            .unwrap_or(defaults.max_ejection_percent),
+    })
+}
+
+fn retries(node: &Node<'_>) -> Result<RetryPolicy> {
+    let map = Map::new(node, "the retry policy", RETRY_KEYS)?;
+    let defaults = RetryPolicy::default();
+    let mut policy = RetryPolicy {
+        max_retries: map
+            .opt("max_retries", |n| u32_in(n, 0, 10))?
+            .unwrap_or(defaults.max_retries),
+        per_try_timeout: map.opt("per_try_timeout", positive_duration)?,
+        budget_percent: map
+            .opt("budget_percent", |n| u32_in(n, 0, 100))?
+            .unwrap_or(defaults.budget_percent),
+        min_retries_in_flight: map
+            .opt("min_retries_in_flight", |n| u32_in(n, 0, 1_000_000))?
+            .unwrap_or(defaults.min_retries_in_flight),
+        ..defaults
+    };
+    if let Some(node) = map.get("retry_on") {
+        let Yaml::Array(items) = node.value else {
+            return Err(node.wrong_type("a list such as [connect-failure, reset, 503]"));
+        };
+        policy.on_connect_failure = false;
+        policy.on_reset = false;
+        policy.on_statuses.clear();
+        for (i, item) in items.iter().enumerate() {
+            let item = Node::new(format!("{}[{i}]", node.path), item);
+            match item.value {
+                Yaml::Integer(code) if (500..=599).contains(code) => {
+                    policy.on_statuses.push(*code as u16)
+                }
+                Yaml::String(s) if s == "connect-failure" => policy.on_connect_failure = true,
+                Yaml::String(s) if s == "reset" => policy.on_reset = true,
+                _ => {
+                    return Err(item.error(format!(
+                        "{} is not a retry condition; use connect-failure, reset, or a 5xx \
+                         status code such as 503",
+                        quote_value(item.value)
+                    )));
+                }
             }
         }
     }
+    Ok(policy)
 }
 
 fn log(node: &Node<'_>) -> Result<LogConfig> {
@@ -916,12 +1101,6 @@ fn limits(node: &Node<'_>) -> Result<Limits> {
         max_connections: map
             .opt("max_connections", |n| u32_in(n, 1, u32::MAX))?
             .unwrap_or(defaults.max_connections),
-        max_upstream_connections: map
-            .opt("max_upstream_connections", |n| u32_in(n, 1, u32::MAX))?
-            .unwrap_or(defaults.max_upstream_connections),
-        max_pending_requests: map
-            .opt("max_pending_requests", |n| u32_in(n, 0, u32::MAX))?
-            .unwrap_or(defaults.max_pending_requests),
     })
 }
 

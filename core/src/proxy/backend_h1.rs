@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::dispatch::forwarded_fields;
 use super::exchange::{Leg, ReqState, RespState};
+use super::health::Failure;
 use super::{Core, ExId, TimerKey};
 use crate::h3::Code;
 use crate::http1::{self, ParserLimits, RequestBodyFraming, ResponseEvent, ResponseParser};
@@ -58,7 +59,7 @@ impl Core {
             self.attach_h1(ex, tcp);
             return;
         }
-        if self.backends[b].tcp_open < self.config.limits.max_upstream_connections {
+        if self.backends[b].tcp_open < self.config.circuit_breaker.max_connections {
             let id = self.open_tcp(b, Some(ex));
             self.exchanges[ex].leg = Leg::Connecting { tcp: id };
             return;
@@ -111,7 +112,7 @@ impl Core {
         };
         let fields = forwarded_fields(
             head,
-            e.peer.ip(),
+            e.probe.is_none().then(|| e.peer.ip()),
             &[b"host", b"content-length", b"te"],
             true,
         );
@@ -184,8 +185,7 @@ impl Core {
                 self.drop_tcp(id);
                 if let Some(ex) = ex {
                     self.exchanges[ex].leg = Leg::Released;
-                    self.metrics.upstream_failures += 1;
-                    self.respond_error(ex, 502, "cannot connect to backend");
+                    self.attempt_failed(ex, Failure::Connect);
                 }
             }
             TcpEvent::Data(bytes) => {
@@ -256,8 +256,7 @@ impl Core {
                 }
                 e.leg = Leg::Released;
                 tracing::debug!(backend = %self.backends[b].id, reason = reason.as_deref().unwrap_or("closed"), "backend closed before responding");
-                self.metrics.upstream_failures += 1;
-                self.respond_error(ex, 502, "backend closed the connection");
+                self.attempt_failed(ex, Failure::Reset);
             }
             _ => {
                 e.leg = Leg::Released;
@@ -276,8 +275,7 @@ impl Core {
                 self.close_tcp(id);
                 if let Some(ex) = ex {
                     self.exchanges[ex].leg = Leg::Released;
-                    self.metrics.upstream_timeouts += 1;
-                    self.respond_error(ex, 504, "timed out connecting to backend");
+                    self.attempt_failed(ex, Failure::ConnectTimeout);
                 }
             }
             TcpState::Idle => self.close_tcp(id),
@@ -318,14 +316,20 @@ impl Core {
                 tracing::debug!(%error, backend = %self.backends[conn.backend].id, "bad response from backend");
                 self.close_tcp(tcp);
                 self.exchanges[ex].leg = Leg::Released;
-                self.metrics.upstream_failures += 1;
-                self.respond_error(ex, 502, "malformed response from backend");
+                if self.exchanges[ex].resp == RespState::AwaitHead {
+                    self.attempt_failed(ex, Failure::Reset);
+                } else {
+                    self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::REQUEST_CANCELLED);
+                }
                 return false;
             }
         };
         match event {
             ResponseEvent::Head(head) => {
                 let interim = (100..200).contains(&head.status);
+                if !interim && !self.final_response_head(ex, head.status) {
+                    return false;
+                }
                 self.send_response_head(ex, head.status, head.fields.iter());
                 if !interim {
                     self.exchanges[ex].resp_declared = head.content_length;
@@ -412,7 +416,7 @@ impl Core {
             // A slot opened: someone waiting may connect now.
             let b = conn.backend;
             if let Some(&ex) = self.backends[b].waiting.front() {
-                if self.backends[b].tcp_open < self.config.limits.max_upstream_connections
+                if self.backends[b].tcp_open < self.config.circuit_breaker.max_connections
                     && self.exchanges.contains(ex)
                 {
                     self.backends[b].waiting.pop_front();

@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 use super::client::READ_CHUNK;
 use super::dispatch::forwarded_fields;
 use super::exchange::{Leg, RespState, headers_frame};
+use super::health::Failure;
 use super::{Core, ExId, TimerKey, slot};
 use crate::fields::FieldSection;
 use crate::h3::frame::{Frame, FrameError, FrameReader};
@@ -50,8 +51,7 @@ impl Core {
         });
         let open = backend.quic_conns.len();
         if !connecting && open < MAX_CONNS_PER_BACKEND && !self.connect_h3(b) {
-            self.metrics.upstream_failures += 1;
-            self.respond_error(ex, 502, "cannot connect to backend");
+            self.attempt_failed(ex, Failure::Connect);
             return;
         }
         self.wait_for_backend(ex, b);
@@ -113,7 +113,8 @@ impl Core {
     }
 
     fn attach_h3(&mut self, ex: ExId, conn: usize, stream: StreamId) {
-        let client_ip = self.exchanges[ex].peer.ip();
+        let e = &self.exchanges[ex];
+        let client_ip = e.probe.is_none().then(|| e.peer.ip());
         let max_header = u64::from(self.config.limits.max_header_size);
         let e = &mut self.exchanges[ex];
         let head = e.head.as_ref().expect("dispatched requests have a head");
@@ -206,9 +207,9 @@ impl Core {
                 conn.closed = true;
                 self.forget_backend_conn(h, b);
                 self.fail_backend_streams(h);
-                if never_connected {
+                if never_connected && !self.backend_has_usable_conn(b) {
                     // Nobody waiting here can be served by this backend right now.
-                    self.fail_waiting(b, 502, "cannot connect to backend");
+                    self.fail_waiting(b);
                 } else {
                     self.serve_waiting_h3_or_connect(b);
                 }
@@ -276,19 +277,26 @@ impl Core {
             && self.backends[b].quic_conns.len() < MAX_CONNS_PER_BACKEND
             && !self.connect_h3(b)
         {
-            self.fail_waiting(b, 502, "cannot connect to backend");
+            self.fail_waiting(b);
         }
     }
 
-    /// Answers every exchange waiting at backend `b` with `status`.
-    pub(super) fn fail_waiting(&mut self, b: usize, status: u16, message: &str) {
-        while let Some(ex) = self.backends[b].waiting.pop_front() {
+    fn backend_has_usable_conn(&self, b: usize) -> bool {
+        self.backends[b]
+            .quic_conns
+            .iter()
+            .any(|&h| self.backend_conns[h].as_ref().is_some_and(|c| !c.closed))
+    }
+
+    /// Every exchange waiting at backend `b` failed to get a connection: each is retried
+    /// elsewhere or answered.
+    fn fail_waiting(&mut self, b: usize) {
+        // Take the queue first: a retry may queue here again, for a fresh connection.
+        let waiting: Vec<ExId> = self.backends[b].waiting.drain(..).collect();
+        for ex in waiting {
             if let Some(e) = self.exchanges.get_mut(ex) {
                 e.leg = Leg::Released;
-                if status == 502 {
-                    self.metrics.upstream_failures += 1;
-                }
-                self.respond_error(ex, status, message);
+                self.attempt_failed(ex, Failure::Connect);
             }
         }
     }
@@ -307,8 +315,11 @@ impl Core {
         for ex in exchanges {
             if let Some(e) = self.exchanges.get_mut(ex) {
                 e.leg = Leg::Released;
-                self.metrics.upstream_failures += 1;
-                self.respond_error(ex, 502, "backend connection failed");
+                if e.resp == RespState::AwaitHead {
+                    self.attempt_failed(ex, Failure::Reset);
+                } else {
+                    self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::REQUEST_CANCELLED);
+                }
             }
         }
     }
@@ -398,8 +409,15 @@ impl Core {
                 }
                 ReadOutcome::Reset(code) => {
                     tracing::debug!(code = code.into_inner(), "backend reset the response");
-                    self.metrics.upstream_failures += 1;
-                    self.respond_error(ex, 502, "backend reset the request");
+                    if self.exchanges[ex].resp == RespState::AwaitHead {
+                        self.attempt_failed(ex, Failure::Reset);
+                    } else {
+                        self.abort_exchange(
+                            ex,
+                            Some(Code::INTERNAL_ERROR),
+                            Code::REQUEST_CANCELLED,
+                        );
+                    }
                     return false;
                 }
             }
@@ -487,6 +505,9 @@ impl Core {
             }
         };
         let status = head.status;
+        if !head.is_interim() && !self.final_response_head(ex, status) {
+            return false;
+        }
         self.send_response_head(ex, status, head.regular_fields());
         if !head.is_interim() {
             self.exchanges[ex].resp_declared = head.content_length;
@@ -498,8 +519,7 @@ impl Core {
         let e = &self.exchanges[ex];
         match e.resp {
             RespState::AwaitHead => {
-                self.metrics.upstream_failures += 1;
-                self.respond_error(ex, 502, "backend closed the stream without a response");
+                self.attempt_failed(ex, Failure::Reset);
             }
             RespState::Body => {
                 let head_request = e.head.as_ref().is_some_and(|h| h.method == Method::Head);

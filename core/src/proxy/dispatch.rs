@@ -1,16 +1,14 @@
 //! Choosing a backend for a request and attaching the request to one of its connections.
 
-use bytes::Bytes;
-use smallvec::SmallVec;
-
 use super::exchange::{Leg, ReqState, RespState, headers_frame};
+use super::pool::NoBackend;
 use super::{Core, ExId, TimerKey};
-use crate::balance::Candidate;
 use crate::config::BackendProtocol;
 use crate::fields::FieldSection;
 use crate::h3::frame;
 use crate::h3::message::RequestHead;
 use crate::http1::{self, RequestBodyFraming};
+use bytes::Bytes;
 
 impl Core {
     /// Routes a request whose head was accepted to a backend.
@@ -21,22 +19,34 @@ impl Core {
         if e.req == ReqState::Abandoned || e.client_done || e.resp != RespState::AwaitHead {
             return;
         }
-        let candidates: SmallVec<[Candidate; 16]> = self
-            .backends
-            .iter()
-            .map(|b| Candidate {
-                weight: b.weight,
-                available: true,
-                in_flight: b.in_flight,
-            })
-            .collect();
-        let Some(b) = self.strategy.pick(&candidates, &mut self.rng) else {
-            self.metrics.no_backend += 1;
-            self.respond_error(ex, 503, "no backend available");
-            return;
+        let hash = e
+            .head
+            .as_ref()
+            .and_then(|head| self.pool.request_hash(head, e.peer.ip()));
+        let choice = self
+            .pool
+            .choose(hash, &e.tried, &self.config.circuit_breaker, &mut self.rng);
+        let b = match choice {
+            Ok(b) => b,
+            Err(NoBackend::NoneAvailable) => {
+                self.metrics.no_backend += 1;
+                self.respond_error(ex, 503, "no backend available");
+                return;
+            }
+            Err(NoBackend::Overflow) => {
+                self.metrics.circuit_breaker_overflow += 1;
+                self.respond_error(ex, 503, "backends at capacity");
+                return;
+            }
         };
         self.exchanges[ex].backend = Some(b);
-        self.backends[b].in_flight += 1;
+        self.pool.add_in_flight(b, 1);
+        self.attach_to_backend(ex, b);
+    }
+
+    /// Starts an attempt of `ex` at backend `b` (already counted in flight there).
+    pub(super) fn attach_to_backend(&mut self, ex: ExId, b: usize) {
+        self.exchanges[ex].attempt_started = self.now;
         let wait_deadline = self.now + self.config.timeouts.connect;
         self.set_exchange_deadline(ex, wait_deadline);
         match self.backends[b].protocol {
@@ -45,12 +55,20 @@ impl Core {
         }
     }
 
-    /// Sets the exchange's deadline, never beyond its whole-request limit.
+    /// Sets the exchange's deadline, never beyond its whole-request limit (or a probe's
+    /// timeout).
     pub(super) fn set_exchange_deadline(&mut self, ex: ExId, at: std::time::Instant) {
         let Some(e) = self.exchanges.get_mut(ex) else {
             return;
         };
-        let at = at.min(e.started + self.config.timeouts.request);
+        let limit = match e
+            .probe
+            .and_then(|b| self.config.backends[b].health_check.as_ref())
+        {
+            Some(hc) => hc.timeout,
+            None => self.config.timeouts.request,
+        };
+        let at = at.min(e.started + limit);
         e.deadline = Some(at);
         self.timers.set(TimerKey::Exchange(ex), Some(at));
     }
@@ -58,8 +76,8 @@ impl Core {
     /// Puts an exchange in its backend's queue, or answers 503 if the queue is full.
     pub(super) fn wait_for_backend(&mut self, ex: ExId, b: usize) {
         let backend = &mut self.backends[b];
-        if backend.waiting.len() >= self.config.limits.max_pending_requests as usize {
-            self.metrics.no_backend += 1;
+        if backend.waiting.len() >= self.config.circuit_breaker.max_pending_requests as usize {
+            self.metrics.circuit_breaker_overflow += 1;
             self.respond_error(ex, 503, "backend overloaded");
             return;
         }
@@ -70,7 +88,8 @@ impl Core {
     /// The exchange's backend is attached and the request head is queued: start the
     /// time-to-response-headers clock and send what there is.
     pub(super) fn request_attached(&mut self, ex: ExId) {
-        let deadline = self.now + self.config.timeouts.response_headers;
+        let per_try = self.config.retries.per_try_timeout;
+        let deadline = self.now + per_try.unwrap_or(self.config.timeouts.response_headers);
         self.set_exchange_deadline(ex, deadline);
         self.pump_request(ex);
     }
@@ -96,6 +115,7 @@ impl Core {
     /// Frames a piece of request body for the attached backend.
     pub(super) fn frame_body_for_backend(&mut self, ex: ExId, body: Bytes) {
         let e = &mut self.exchanges[ex];
+        e.body_forwarded = true;
         match &e.leg {
             Leg::H3 { .. } => {
                 e.to_backend.push(frame::data_header(body.len()));
@@ -155,7 +175,7 @@ impl Core {
 /// `skip` names fields the caller writes itself.
 pub(super) fn forwarded_fields(
     head: &RequestHead,
-    client_ip: std::net::IpAddr,
+    client_ip: Option<std::net::IpAddr>,
     skip: &[&[u8]],
     join_cookies: bool,
 ) -> FieldSection {
@@ -188,6 +208,10 @@ pub(super) fn forwarded_fields(
     if let Some(c) = cookies {
         out.push(b"cookie", &c);
     }
+    // Probes have no client to name.
+    let Some(client_ip) = client_ip else {
+        return out;
+    };
     let mut xff = forwarded_for.unwrap_or_default();
     if !xff.is_empty() {
         xff.extend_from_slice(b", ");

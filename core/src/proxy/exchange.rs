@@ -8,6 +8,7 @@ use bytes::Bytes;
 use quinn_proto::{StreamId, WriteError};
 use smallvec::SmallVec;
 
+use super::health::Failure;
 use super::{Core, ExId, TimerKey};
 use crate::TcpId;
 use crate::fields::FieldSection;
@@ -94,11 +95,23 @@ pub(super) struct Exchange {
     pub(super) h1_framing: RequestBodyFraming,
     /// The request can be sent again on another connection (nothing of its body was consumed).
     pub(super) replayable: bool,
+    /// Some of the body went to a backend: the request can no longer be retried.
+    pub(super) body_forwarded: bool,
 
     // Backend.
     pub(super) backend: Option<usize>,
     pub(super) leg: Leg,
     pub(super) deadline: Option<Instant>,
+    /// Attempts before the current one.
+    pub(super) attempts: u32,
+    /// Backends already tried.
+    pub(super) tried: SmallVec<[usize; 2]>,
+    /// Counted in the pool's retries in flight.
+    pub(super) retrying: bool,
+    /// When the current attempt was sent (for latency).
+    pub(super) attempt_started: Instant,
+    /// A health probe of this backend, not a client's request.
+    pub(super) probe: Option<usize>,
 
     // Backend → client.
     pub(super) resp: RespState,
@@ -138,9 +151,15 @@ impl Exchange {
             request_sent: false,
             h1_framing: RequestBodyFraming::None,
             replayable: false,
+            body_forwarded: false,
             backend: None,
             leg: Leg::Unassigned,
             deadline: None,
+            attempts: 0,
+            tried: SmallVec::new(),
+            retrying: false,
+            attempt_started: now,
+            probe: None,
             resp: RespState::AwaitHead,
             status: 0,
             resp_declared: None,
@@ -201,7 +220,9 @@ impl Core {
         if !(100..200).contains(&status) {
             e.resp = RespState::Body;
             e.status = status;
-            self.metrics.count_status(status);
+            if e.probe.is_none() {
+                self.metrics.count_status(status);
+            }
             // The backend answered: only the whole-request deadline remains.
             let deadline = e.started + self.config.timeouts.request;
             e.deadline = Some(deadline);
@@ -245,6 +266,15 @@ impl Core {
         if e.client_done {
             return true;
         }
+        if e.probe.is_some() {
+            // Nobody reads a probe's response; it only has to end.
+            e.to_client.clear();
+            if e.finish_client {
+                e.client_done = true;
+                self.maybe_complete(ex);
+            }
+            return true;
+        }
         let Some(conn) = self.clients.get_mut(e.client).and_then(Option::as_mut) else {
             return false;
         };
@@ -286,7 +316,7 @@ impl Core {
         let Some(e) = self.exchanges.get(ex) else {
             return;
         };
-        if e.resp != RespState::AwaitHead || e.client_done {
+        if e.resp != RespState::AwaitHead || e.client_done || e.probe.is_some() {
             self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::REQUEST_CANCELLED);
             return;
         }
@@ -395,11 +425,17 @@ impl Core {
             conn.streams.remove(&e.stream);
         }
         if let Some(b) = e.backend {
-            let backend = &mut self.backends[b];
-            backend.in_flight = backend.in_flight.saturating_sub(1);
+            self.pool.add_in_flight(b, -1);
             if matches!(e.leg, Leg::Waiting) {
-                backend.waiting.retain(|&w| w != ex);
+                self.backends[b].waiting.retain(|&w| w != ex);
             }
+        }
+        if e.retrying {
+            self.pool.retries_in_flight = self.pool.retries_in_flight.saturating_sub(1);
+        }
+        if e.probe.is_some() {
+            self.probe_removed(&e, ex);
+            return;
         }
         tracing::debug!(
             target: "spooky::access",
@@ -464,8 +500,22 @@ impl Core {
             return;
         };
         if e.resp == RespState::AwaitHead {
-            self.metrics.upstream_timeouts += 1;
-            self.respond_error(ex, 504, "upstream timed out");
+            let overall = self.now >= e.started + self.config.timeouts.request;
+            let failure = match e.leg {
+                _ if overall => None,
+                Leg::H1 { .. } | Leg::H3 { .. } => Some(Failure::Timeout),
+                Leg::Waiting | Leg::Connecting { .. } => Some(Failure::ConnectTimeout),
+                Leg::Unassigned | Leg::Released => None,
+            };
+            match failure {
+                Some(failure) => {
+                    self.attempt_failed(ex, failure);
+                }
+                None => {
+                    self.metrics.upstream_timeouts += 1;
+                    self.respond_error(ex, 504, "upstream timed out");
+                }
+            }
         } else {
             // The whole-request deadline passed mid-response.
             self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::REQUEST_CANCELLED);

@@ -16,6 +16,8 @@ mod backend_h3;
 mod client;
 mod dispatch;
 mod exchange;
+mod health;
+mod pool;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,7 +29,7 @@ use hashbrown::HashMap;
 use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, ServerConfig};
 use slab::Slab;
 
-use crate::balance::{self, Strategy};
+use crate::balance::PeakEwma;
 use crate::config::{BackendProtocol, Config};
 use crate::metrics::Metrics;
 use crate::quic;
@@ -40,6 +42,8 @@ use backend_h1::TcpConn;
 use backend_h3::BackendConn;
 use client::ClientConn;
 use exchange::Exchange;
+use health::{Health, Outlier};
+use pool::Pool;
 
 /// Identifies an exchange in the core's slab.
 type ExId = usize;
@@ -75,6 +79,23 @@ pub enum CoreError {
     },
 }
 
+/// What the core knows about one backend right now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendStatus {
+    /// Its id from the configuration.
+    pub id: String,
+    /// Active health checks say it is healthy (always true without health checks).
+    pub healthy: bool,
+    /// Outlier detection has ejected it.
+    pub ejected: bool,
+    /// It receives new requests (healthy and not ejected).
+    pub available: bool,
+    /// Requests in flight to it.
+    pub in_flight: u32,
+    /// Peak-EWMA response time, milliseconds (0 before the first response).
+    pub latency_ms: f64,
+}
+
 /// Timer owners. Each has at most one deadline in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TimerKey {
@@ -82,6 +103,10 @@ enum TimerKey {
     Backend(usize),
     Exchange(ExId),
     Tcp(TcpId),
+    /// Backend's next health probe.
+    Probe(usize),
+    /// Backend's ejection ends.
+    Uneject(usize),
 }
 
 /// Run-time state of one configured backend.
@@ -89,7 +114,6 @@ struct Backend {
     id: Arc<str>,
     address: SocketAddr,
     protocol: BackendProtocol,
-    weight: u32,
     /// quinn-proto client config (HTTP/3 backends).
     quic_config: Option<quinn_proto::ClientConfig>,
     server_name: String,
@@ -101,7 +125,9 @@ struct Backend {
     tcp_open: u32,
     /// Exchanges waiting for a connection or stream.
     waiting: VecDeque<ExId>,
-    in_flight: u32,
+    health: Health,
+    outlier: Outlier,
+    latency: PeakEwma,
 }
 
 /// Spooky's core. See the crate documentation for the loop that drives it.
@@ -118,7 +144,7 @@ pub struct Core {
     next_tcp_id: u64,
     exchanges: Slab<Exchange>,
     backends: Vec<Backend>,
-    strategy: Box<dyn Strategy>,
+    pool: Pool,
     timers: TimerQueue<TimerKey>,
     /// TCP commands waiting for `poll_output`.
     commands: VecDeque<Output>,
@@ -198,7 +224,6 @@ impl Core {
                 id: b.id.as_str().into(),
                 address: b.address,
                 protocol: b.protocol,
-                weight: b.weight,
                 quic_config,
                 server_name: crypto::backend_server_name(
                     b.tls.server_name.as_deref(),
@@ -208,12 +233,14 @@ impl Core {
                 tcp_idle: Vec::new(),
                 tcp_open: 0,
                 waiting: VecDeque::new(),
-                in_flight: 0,
+                health: Health::new(b.health_check.as_ref().map(|hc| hc.initial)),
+                outlier: Outlier::default(),
+                latency: PeakEwma::default(),
             });
         }
-        let strategy = balance::strategy_for(config.load_balancing, backends.len());
+        let pool = Pool::new(&config);
 
-        Ok(Core {
+        let mut core = Core {
             now,
             config,
             rng,
@@ -226,7 +253,7 @@ impl Core {
             next_tcp_id: 0,
             exchanges: Slab::new(),
             backends,
-            strategy,
+            pool,
             timers: TimerQueue::new(),
             commands: VecDeque::new(),
             endpoint_transmits: VecDeque::new(),
@@ -235,7 +262,9 @@ impl Core {
             metrics: Metrics::default(),
             draining: false,
             scratch: Vec::new(),
-        })
+        };
+        core.schedule_initial_probes();
+        Ok(core)
     }
 
     /// Feeds one input. Afterwards drain [`poll_output`](Self::poll_output).
@@ -341,6 +370,22 @@ impl Core {
                     e.request_sent,
                     e.client_done
                 )
+            })
+            .collect()
+    }
+
+    /// The state of every backend, in configuration order.
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(b, backend)| BackendStatus {
+                id: backend.id.to_string(),
+                healthy: backend.health.state == health::HealthState::Healthy,
+                ejected: backend.outlier.ejected_until.is_some(),
+                available: self.pool.is_available(b),
+                in_flight: self.pool.in_flight(b),
+                latency_ms: backend.latency.value_us() / 1e3,
             })
             .collect()
     }
@@ -454,6 +499,8 @@ impl Core {
                 }
                 TimerKey::Exchange(ex) => self.on_exchange_timeout(ex),
                 TimerKey::Tcp(id) => self.on_tcp_timeout(id),
+                TimerKey::Probe(b) => self.on_probe_timer(b),
+                TimerKey::Uneject(b) => self.on_uneject_timer(b),
             }
         }
     }

@@ -311,6 +311,10 @@ pub struct H1Backend {
     pub requests: u64,
     /// Requests received whole (the head and the complete body), answered or not.
     pub complete_requests_seen: u64,
+    /// Answer every request with this status instead.
+    pub status: Option<u16>,
+    /// Accept connections and requests but never answer.
+    pub silent: bool,
 }
 
 impl H1Backend {
@@ -322,7 +326,17 @@ impl H1Backend {
             conns: HashMap::with_hasher(FixedState),
             requests: 0,
             complete_requests_seen: 0,
+            status: None,
+            silent: false,
         }
+    }
+
+    /// Drops every connection; returns their ids so the peer can be told.
+    pub(super) fn close_all(&mut self) -> Vec<TcpId> {
+        let mut ids: Vec<TcpId> = self.conns.keys().copied().collect();
+        ids.sort();
+        self.conns.clear();
+        ids
     }
 
     pub(super) fn accept(&mut self, id: TcpId) {
@@ -353,8 +367,12 @@ impl H1Backend {
         while let Some((consumed, method, path, body)) = parse_request(&conn.input) {
             conn.input.drain(..consumed);
             self.complete_requests_seen += 1;
+            if self.silent {
+                continue;
+            }
             self.requests += 1;
             let (status, body) = answer(&self.name, &method, &path, body);
+            let status = self.status.unwrap_or(status);
             let mut response = format!(
                 "HTTP/1.1 {status} OK\r\ncontent-length: {}\r\nx-backend: {}\r\n\r\n",
                 body.len(),

@@ -147,6 +147,11 @@ pub struct Sim {
 impl Sim {
     /// A world whose clock starts at `epoch` (any instant: only differences matter).
     pub fn new(epoch: Instant, cfg: SimConfig) -> Sim {
+        Sim::with_config(epoch, cfg, |_| {})
+    }
+
+    /// A world like [`Sim::new`] whose configuration `tweak` adjusts before the core starts.
+    pub fn with_config(epoch: Instant, cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Sim {
         let mut rng = Rng::from_u64(cfg.seed);
         let mut backends = Vec::new();
         for i in 0..cfg.h1_backends {
@@ -173,7 +178,8 @@ impl Sim {
             },
             backends,
         );
-        config.load_balancing = cfg.load_balancing;
+        config.load_balancing = cfg.load_balancing.clone();
+        tweak(&mut config);
         let tls = TlsMaterials {
             server: sim_identity(),
             backends: config
@@ -241,6 +247,18 @@ impl Sim {
         let client = SimClient::new(addr, LISTENER, self.now, self.rng.seed());
         self.clients.push(client);
         i
+    }
+
+    /// Takes HTTP/1.1 backend `i` down: open connections are closed and new ones refused.
+    pub fn kill_h1(&mut self, i: usize) {
+        self.h1_backends[i].up = false;
+        for id in self.h1_backends[i].close_all() {
+            let at = self.now + self.cfg.latency;
+            self.schedule(
+                at,
+                Event::TcpToCore(id, TcpEvent::Closed(Some("killed".into()))),
+            );
+        }
     }
 
     /// Starts a request on client `c`; returns its index in that client's request list.

@@ -1,0 +1,369 @@
+//! Balancing and resilience on the in-memory network: retries, health checks, outlier
+//! detection, circuit breakers, hashing. Deterministic and fast; the same stories over real
+//! sockets live in the spooky package's tests.
+
+use std::time::{Duration, Instant};
+
+use spooky_core::config::{Config, HashKey, HealthCheck, InitialHealth, LoadBalancing};
+use spooky_core::sim::{Sim, SimConfig, SimRequest, SimResponse};
+
+fn sim(cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Sim {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    Sim::with_config(Instant::now(), cfg, tweak)
+}
+
+fn h1_only(n: usize) -> SimConfig {
+    SimConfig {
+        h1_backends: n,
+        h3_backends: 0,
+        ..SimConfig::default()
+    }
+}
+
+fn run(s: &mut Sim, limit: Duration) {
+    let done = s.run_until_done(limit);
+    assert!(
+        done,
+        "requests did not finish; in flight: {:#?}",
+        s.core.describe_exchanges()
+    );
+}
+
+fn statuses(s: &Sim, c: usize) -> Vec<u16> {
+    s.clients[c].responses().map(|r| r.status).collect()
+}
+
+fn health_check(interval_ms: u64) -> HealthCheck {
+    HealthCheck {
+        path: "/health".into(),
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(interval_ms / 2),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+        expected_status: (200, 399),
+        initial: InitialHealth::Healthy,
+    }
+}
+
+#[test]
+fn connect_failures_are_retried_on_another_backend() {
+    let mut s = sim(h1_only(3), |_| {});
+    s.h1_backends[1].up = false;
+    let c = s.add_client();
+    for i in 0..30 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    // A POST with a body is safe to retry when nothing reached the backend.
+    s.request(
+        c,
+        SimRequest::new("POST", "/upload")
+            .field("content-length", "5")
+            .body(b"hello".to_vec()),
+    );
+    run(&mut s, Duration::from_secs(30));
+    assert!(
+        statuses(&s, c).iter().all(|&st| st == 200),
+        "{:?}",
+        statuses(&s, c)
+    );
+    let m = s.core.metrics();
+    assert!(m.retries >= 5, "{m:?}");
+    assert_eq!(s.h1_backends[1].requests, 0);
+    // Five consecutive failures ejected it.
+    assert_eq!(m.ejections, 1, "{m:?}");
+    let status = s.core.backends();
+    assert!(status[1].ejected && !status[1].available, "{status:?}");
+}
+
+#[test]
+fn a_backend_killed_mid_request_costs_no_idempotent_request() {
+    let mut s = sim(h1_only(3), |_| {});
+    // A backend that never answers, then dies while holding requests.
+    s.h1_backends[0].silent = true;
+    let c = s.add_client();
+    for i in 0..9 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    s.run_for(Duration::from_millis(200));
+    s.kill_h1(0);
+    run(&mut s, Duration::from_secs(30));
+    assert!(
+        statuses(&s, c).iter().all(|&st| st == 200),
+        "{:?}",
+        statuses(&s, c)
+    );
+    assert!(s.core.metrics().retries >= 3);
+}
+
+#[test]
+fn silent_backend_times_out_with_504_then_is_ejected() {
+    let mut s = sim(h1_only(3), |c| {
+        c.retries.max_retries = 0;
+        c.timeouts.response_headers = Duration::from_millis(500);
+        c.outlier_detection.consecutive_failures = 3;
+    });
+    s.h1_backends[2].silent = true;
+    let c = s.add_client();
+    for i in 0..30 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+        run(&mut s, Duration::from_secs(60));
+    }
+    let st = statuses(&s, c);
+    let timeouts = st.iter().filter(|&&x| x == 504).count();
+    assert_eq!(timeouts, 3, "{st:?}");
+    assert_eq!(st.iter().filter(|&&x| x == 200).count(), 27, "{st:?}");
+    assert!(s.core.backends()[2].ejected);
+    // The 504s came at the configured timeout, not earlier.
+    assert!(s.elapsed() >= Duration::from_millis(500));
+}
+
+#[test]
+fn silent_backend_is_retried_elsewhere_when_retries_are_on() {
+    let mut s = sim(h1_only(3), |c| {
+        c.retries.per_try_timeout = Some(Duration::from_millis(300));
+    });
+    s.h1_backends[2].silent = true;
+    let c = s.add_client();
+    for i in 0..12 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    run(&mut s, Duration::from_secs(60));
+    assert!(
+        statuses(&s, c).iter().all(|&st| st == 200),
+        "{:?}",
+        statuses(&s, c)
+    );
+}
+
+#[test]
+fn backend_answering_503_is_ejected_and_the_pool_keeps_serving() {
+    let mut s = sim(h1_only(3), |_| {});
+    s.h1_backends[0].status = Some(503);
+    let c = s.add_client();
+    // Sequential requests, so the order of responses is the order of picks.
+    for i in 0..60 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+        run(&mut s, Duration::from_secs(10));
+    }
+    let st = statuses(&s, c);
+    let failed = st.iter().filter(|&&x| x == 503).count();
+    assert_eq!(failed, 5, "five 5xx in a row eject it: {st:?}");
+    assert!(st[30..].iter().all(|&x| x == 200), "{st:?}");
+    assert!(s.core.backends()[0].ejected);
+}
+
+#[test]
+fn configured_statuses_are_retried() {
+    let mut s = sim(h1_only(3), |c| {
+        c.retries.on_statuses = vec![503];
+    });
+    s.h1_backends[0].status = Some(503);
+    let c = s.add_client();
+    for i in 0..30 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    run(&mut s, Duration::from_secs(30));
+    assert!(
+        statuses(&s, c).iter().all(|&st| st == 200),
+        "{:?}",
+        statuses(&s, c)
+    );
+}
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_bring_it_back() {
+    let mut s = sim(h1_only(3), |c| {
+        for b in &mut c.backends {
+            b.health_check = Some(health_check(1000));
+        }
+        c.outlier_detection.enabled = false;
+        c.retries.max_retries = 0;
+    });
+    s.run_for(Duration::from_secs(3));
+    assert!(s.core.backends().iter().all(|b| b.healthy));
+    s.kill_h1(1);
+    // Two failed probes, about a second apart.
+    s.run_for(Duration::from_millis(2500));
+    assert!(!s.core.backends()[1].healthy, "{:?}", s.core.backends());
+    let c = s.add_client();
+    for i in 0..20 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    assert!(statuses(&s, c).iter().all(|&st| st == 200));
+    s.h1_backends[1].up = true;
+    s.run_for(Duration::from_millis(2500));
+    assert!(s.core.backends()[1].healthy, "{:?}", s.core.backends());
+    let before = s.h1_backends[1].requests;
+    for i in 0..30 {
+        s.request(c, SimRequest::new("GET", &format!("/again/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    assert!(s.h1_backends[1].requests >= before + 10);
+    assert!(s.core.metrics().health_transitions >= 2);
+}
+
+#[test]
+fn unknown_backends_wait_for_their_first_probe() {
+    let mut s = sim(h1_only(2), |c| {
+        for b in &mut c.backends {
+            let mut hc = health_check(1000);
+            hc.initial = InitialHealth::Unknown;
+            b.health_check = Some(hc);
+        }
+    });
+    assert!(s.core.backends().iter().all(|b| !b.available));
+    s.run_for(Duration::from_millis(500));
+    assert!(
+        s.core.backends().iter().all(|b| b.available),
+        "{:?}",
+        s.core.backends()
+    );
+}
+
+#[test]
+fn all_backends_down_gives_fast_503_without_leaks_and_recovers() {
+    let mut s = sim(h1_only(2), |c| {
+        for b in &mut c.backends {
+            b.health_check = Some(health_check(500));
+        }
+    });
+    s.kill_h1(0);
+    s.kill_h1(1);
+    s.run_for(Duration::from_secs(2));
+    assert!(s.core.backends().iter().all(|b| !b.available));
+    let c = s.add_client();
+    s.run_for(Duration::from_millis(200));
+    let start = s.elapsed();
+    for i in 0..50 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    assert!(
+        statuses(&s, c).iter().all(|&st| st == 503),
+        "{:?}",
+        statuses(&s, c)
+    );
+    // One round trip to the client, nothing more.
+    assert!(
+        s.elapsed() - start < Duration::from_millis(50),
+        "{:?}",
+        s.elapsed() - start
+    );
+    assert_eq!(s.core.metrics().exchanges_open, 0);
+    s.h1_backends[0].up = true;
+    s.run_for(Duration::from_secs(2));
+    for i in 0..4 {
+        s.request(c, SimRequest::new("GET", &format!("/back/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    assert!(statuses(&s, c)[50..].iter().all(|&st| st == 200));
+}
+
+#[test]
+fn circuit_breaker_overflow_is_an_immediate_503() {
+    let mut s = sim(h1_only(1), |c| {
+        c.circuit_breaker.max_requests = 2;
+        c.retries.max_retries = 0;
+    });
+    s.h1_backends[0].silent = true;
+    let c = s.add_client();
+    for i in 0..5 {
+        s.request(c, SimRequest::new("GET", &format!("/{i}")));
+    }
+    s.run_for(Duration::from_millis(100));
+    let overflowed: Vec<&SimResponse> = s.clients[c].responses().filter(|r| r.done).collect();
+    assert_eq!(overflowed.len(), 3);
+    assert!(overflowed.iter().all(|r| r.status == 503));
+    assert_eq!(s.core.metrics().circuit_breaker_overflow, 3);
+}
+
+#[test]
+fn consistent_hashing_keeps_a_key_on_one_backend() {
+    let mut s = sim(
+        SimConfig {
+            load_balancing: LoadBalancing::ConsistentHash(HashKey::Header("x-user".into())),
+            ..h1_only(4)
+        },
+        |_| {},
+    );
+    let c = s.add_client();
+    for user in 0..8 {
+        for i in 0..5 {
+            s.request(
+                c,
+                SimRequest::new("GET", &format!("/{user}/{i}"))
+                    .field("x-user", &format!("user-{user}")),
+            );
+        }
+    }
+    run(&mut s, Duration::from_secs(30));
+    let responses: Vec<&SimResponse> = s.clients[c].responses().collect();
+    let mut backends_used = std::collections::BTreeSet::new();
+    for user in 0..8 {
+        let chosen: std::collections::BTreeSet<&str> = responses[user * 5..user * 5 + 5]
+            .iter()
+            .map(|r| r.field("x-backend").unwrap())
+            .collect();
+        assert_eq!(chosen.len(), 1, "user {user} went to {chosen:?}");
+        backends_used.extend(chosen);
+    }
+    assert!(backends_used.len() >= 2);
+}
+
+#[test]
+fn every_strategy_serves_traffic() {
+    for lb in [
+        LoadBalancing::RoundRobin,
+        LoadBalancing::WeightBased,
+        LoadBalancing::Random,
+        LoadBalancing::LeastRequests,
+        LoadBalancing::PowerOfTwoChoices,
+        LoadBalancing::ConsistentHash(HashKey::Path),
+        LoadBalancing::Latency,
+    ] {
+        let mut s = sim(
+            SimConfig {
+                load_balancing: lb.clone(),
+                ..SimConfig::default()
+            },
+            |_| {},
+        );
+        let c = s.add_client();
+        for i in 0..30 {
+            s.request(c, SimRequest::new("GET", &format!("/{i}")));
+        }
+        run(&mut s, Duration::from_secs(30));
+        assert!(statuses(&s, c).iter().all(|&st| st == 200), "{lb:?}");
+    }
+}
+
+#[test]
+fn runs_with_probes_and_retries_are_deterministic() {
+    let run_once = || {
+        let mut s = sim(
+            SimConfig {
+                loss_ppm: 20_000,
+                jitter: Duration::from_millis(3),
+                ..SimConfig::default()
+            },
+            |c| {
+                for b in &mut c.backends {
+                    b.health_check = Some(health_check(700));
+                }
+            },
+        );
+        s.h1_backends[1].up = false;
+        let c = s.add_client();
+        for i in 0..20 {
+            s.request(c, SimRequest::new("GET", &format!("/{i}")));
+        }
+        run(&mut s, Duration::from_secs(30));
+        s.run_for(Duration::from_secs(3));
+        s.digest()
+    };
+    assert_eq!(run_once(), run_once());
+}
