@@ -27,6 +27,7 @@ const RECV_ERROR_PAUSE: Duration = Duration::from_millis(1);
 pub(crate) enum ControlMsg {
     Drain,
     Metrics(oneshot::Sender<Metrics>),
+    Backends(oneshot::Sender<Vec<spooky_core::BackendStatus>>),
 }
 
 /// Metrics the task leaves behind when it ends, for `Handle::metrics` calls that come later.
@@ -141,6 +142,9 @@ impl Driver {
                 Wake::Control(Some(ControlMsg::Drain)) => self.start_drain().await,
                 Wake::Control(Some(ControlMsg::Metrics(reply))) => {
                     let _ = reply.send(self.core.metrics());
+                }
+                Wake::Control(Some(ControlMsg::Backends(reply))) => {
+                    let _ = reply.send(self.core.backends());
                 }
                 Wake::Control(None) => self.control_open = false,
             }

@@ -90,6 +90,15 @@ impl Handle {
             .unwrap_or_default()
     }
 
+    /// Health, ejection and load of every backend (empty once the task has ended).
+    pub async fn backends(&self) -> Vec<spooky_core::BackendStatus> {
+        let (reply, answer) = oneshot::channel();
+        if self.control.send(ControlMsg::Backends(reply)).is_ok() {
+            return answer.await.unwrap_or_default();
+        }
+        Vec::new()
+    }
+
     /// Waits for the runtime task to end: after a drain completed, or once `timeouts.drain`
     /// has passed since the drain began.
     ///

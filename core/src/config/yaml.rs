@@ -85,6 +85,17 @@ const LIMIT_KEYS: &[&str] = &[
     "max_connections",
 ];
 const RUNTIME_KEYS: &[&str] = &["kind", "shards"];
+/// Keys that moved to another section: old path, new path (named in the unknown-key error).
+const MOVED_KEYS: &[(&str, &str)] = &[
+    (
+        "limits.max_upstream_connections",
+        "circuit_breaker.max_connections",
+    ),
+    (
+        "limits.max_pending_requests",
+        "circuit_breaker.max_pending_requests",
+    ),
+];
 
 /// Strategies, as listed in errors.
 const STRATEGIES: &str = "round-robin, weight-based, random, least-requests (alias \
@@ -243,8 +254,13 @@ impl<'a> Map<'a> {
                 )));
             };
             if !allowed.contains(&key.as_str()) {
+                let moved = MOVED_KEYS
+                    .iter()
+                    .find(|(old, _)| *old == child_path(&node.path, key))
+                    .map(|(_, new)| format!(" (this setting moved to {new})"))
+                    .unwrap_or_default();
                 return Err(node.error(format!(
-                    "unknown key {key:?}; allowed keys: {}",
+                    "unknown key {key:?}; allowed keys: {}{moved}",
                     allowed.join(", ")
                 )));
             }
@@ -857,28 +873,27 @@ fn expected_status(node: &Node<'_>) -> Result<(u16, u16)> {
 fn load_balancing(node: &Node<'_>) -> Result<LoadBalancing> {
     let map = Map::new(node, "the balancing settings", LOAD_BALANCING_KEYS)?;
     let strategy = map.opt("type", strategy)?.unwrap_or(Strategy::RoundRobin);
-    let key = map.opt("key", hash_key)?;
-    Ok(match (strategy, key) {
-        (Strategy::ConsistentHash, key) => {
-            LoadBalancing::ConsistentHash(key.unwrap_or(HashKey::ClientIp))
+    let Some(key_node) = map.get("key") else {
+        return Ok(strategy.without_key());
+    };
+    let key = hash_key(&key_node)?;
+    match (&strategy, key) {
+        (Strategy::ConsistentHash, key) => Ok(LoadBalancing::ConsistentHash(key)),
+        (Strategy::IpHash, HashKey::ClientIp) => {
+            Ok(LoadBalancing::ConsistentHash(HashKey::ClientIp))
         }
-        (Strategy::IpHash, None | Some(HashKey::ClientIp)) => {
-            LoadBalancing::ConsistentHash(HashKey::ClientIp)
-        }
-        (_, Some(_)) => {
-            return Err(ConfigError::new(
-                child_path(&map.path, "key"),
-                "is only used by consistent-hash (and ip-hash, where it is client-ip); remove it \
-                 or set type: consistent-hash",
-            ));
-        }
-        (Strategy::RoundRobin, None) => LoadBalancing::RoundRobin,
-        (Strategy::WeightBased, None) => LoadBalancing::WeightBased,
-        (Strategy::Random, None) => LoadBalancing::Random,
-        (Strategy::LeastRequests, None) => LoadBalancing::LeastRequests,
-        (Strategy::PowerOfTwo, None) => LoadBalancing::PowerOfTwoChoices,
-        (Strategy::Latency, None) => LoadBalancing::Latency,
-    })
+        (Strategy::IpHash, _) => Err(key_node.error(format!(
+            "{} is not allowed: ip-hash always hashes the client IP; remove key, or set \
+             type: consistent-hash to hash by this key",
+            quote_value(key_node.value)
+        ))),
+        (_, _) => Err(key_node.error(format!(
+            "{} is not allowed: key is only used by consistent-hash and ip-hash, not by {}; \
+             remove it or set type: consistent-hash",
+            quote_value(key_node.value),
+            strategy.name()
+        ))),
+    }
 }
 
 /// Strategy names as written, before `key` is combined in.
@@ -893,9 +908,41 @@ enum Strategy {
     Latency,
 }
 
+impl Strategy {
+    /// The canonical name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::WeightBased => "weight-based",
+            Strategy::Random => "random",
+            Strategy::LeastRequests => "least-requests",
+            Strategy::PowerOfTwo => "p2c",
+            Strategy::ConsistentHash => "consistent-hash",
+            Strategy::IpHash => "ip-hash",
+            Strategy::Latency => "latency",
+        }
+    }
+
+    /// The strategy when no `key` is given (hashing strategies hash the client IP).
+    fn without_key(self) -> LoadBalancing {
+        match self {
+            Strategy::RoundRobin => LoadBalancing::RoundRobin,
+            Strategy::WeightBased => LoadBalancing::WeightBased,
+            Strategy::Random => LoadBalancing::Random,
+            Strategy::LeastRequests => LoadBalancing::LeastRequests,
+            Strategy::PowerOfTwo => LoadBalancing::PowerOfTwoChoices,
+            Strategy::ConsistentHash | Strategy::IpHash => {
+                LoadBalancing::ConsistentHash(HashKey::ClientIp)
+            }
+            Strategy::Latency => LoadBalancing::Latency,
+        }
+    }
+}
+
 fn strategy(node: &Node<'_>) -> Result<Strategy> {
     let name = string(node, &format!("a strategy name: {STRATEGIES}"), false)?;
-    let normalized = name.to_ascii_lowercase().replace('_', "-");
+    // Names are lowercase and matched exactly, except that `_` and `-` are interchangeable.
+    let normalized = name.replace('_', "-");
     Ok(match normalized.as_str() {
         "round-robin" | "roundrobin" => Strategy::RoundRobin,
         "weight-based" | "weighted" | "weighted-round-robin" => Strategy::WeightBased,
@@ -916,29 +963,34 @@ fn strategy(node: &Node<'_>) -> Result<Strategy> {
 
 fn hash_key(node: &Node<'_>) -> Result<HashKey> {
     let text = string(node, &format!("a hash key: {HASH_KEYS}"), false)?;
-    let bad_name = |what: &str| {
+    let bad_name = |what: &str, example: &str| {
         node.error(format!(
-            "{text:?} needs a {what} name after the colon, such as {what}:x-user-id"
+            "{text:?} needs a {what} name after the colon, such as {what}:{example}; a name \
+             is letters, digits and symbols such as '-' and '_', without spaces or separators \
+             such as ':', ';' or '='"
         ))
+    };
+    // Header and cookie names are HTTP tokens (RFC 9110 §5.6.2).
+    let is_token = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
     };
     match text.split_once(':') {
         None if text == "client-ip" || text == "ip" => Ok(HashKey::ClientIp),
         None if text == "path" => Ok(HashKey::Path),
         Some(("header", name)) => {
             let name = name.trim().to_ascii_lowercase();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            {
-                return Err(bad_name("header"));
+            if !is_token(&name) {
+                return Err(bad_name("header", "x-user-id"));
             }
             Ok(HashKey::Header(name))
         }
         Some(("cookie", name)) => {
             let name = name.trim();
-            if name.is_empty() || name.contains([';', '=', ' ']) {
-                return Err(bad_name("cookie"));
+            if !is_token(name) {
+                return Err(bad_name("cookie", "session"));
             }
             Ok(HashKey::Cookie(name.to_owned()))
         }
@@ -1031,10 +1083,16 @@ fn retries(node: &Node<'_>) -> Result<RetryPolicy> {
                 }
                 Yaml::String(s) if s == "connect-failure" => policy.on_connect_failure = true,
                 Yaml::String(s) if s == "reset" => policy.on_reset = true,
+                Yaml::String(s) if s.trim().parse::<i64>().is_ok() => {
+                    return Err(item.error(format!(
+                        "{s:?} is not a retry condition; write status codes without quotes, \
+                         such as 503"
+                    )));
+                }
                 _ => {
                     return Err(item.error(format!(
-                        "{} is not a retry condition; use connect-failure, reset, or a 5xx \
-                         status code such as 503",
+                        "{} is not a retry condition; use connect-failure, reset (which also \
+                         covers timeouts), or a 5xx status code from 500 to 599 such as 503",
                         quote_value(item.value)
                     )));
                 }

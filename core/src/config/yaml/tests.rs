@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::parse;
 use crate::config::{
-    BackendProtocol, Config, ConfigError, HealthCheck, Limits, ListenProtocol, LoadBalancing,
-    LogLevel, RuntimeConfig, RuntimeKind, Timeouts, UpstreamTls,
+    BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey, HealthCheck, InitialHealth,
+    Limits, ListenProtocol, LoadBalancing, LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig,
+    RuntimeKind, Timeouts, UpstreamTls, format_duration,
 };
 
 const ORIGINAL: &str = include_str!("../../../../config/original.yaml");
@@ -102,6 +103,7 @@ fn original_format_loads() {
             healthy_threshold: 2,
             unhealthy_threshold: 3,
             expected_status: (200, 399),
+            initial: InitialHealth::Healthy,
         })
     );
     assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
@@ -109,6 +111,9 @@ fn original_format_loads() {
     assert_eq!(config.timeouts, Timeouts::default());
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.runtime, RuntimeConfig::default());
+    assert_eq!(config.circuit_breaker, CircuitBreaker::default());
+    assert_eq!(config.outlier_detection, OutlierDetection::default());
+    assert_eq!(config.retries, RetryPolicy::default());
 }
 
 #[test]
@@ -144,10 +149,47 @@ fn annotated_sample_loads() {
     assert_eq!(h3.address.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
     assert_eq!(config.limits.max_request_body, Some(10 * 1024 * 1024));
     assert_eq!(config.limits.max_header_size, 64 * 1024);
+    let hc = config.backends[0].health_check.as_ref().unwrap();
+    assert_eq!(hc.initial, InitialHealth::Healthy);
+    assert_eq!(
+        config.backends[2].health_check.as_ref().unwrap().initial,
+        InitialHealth::Unknown
+    );
     // The sample documents the defaults: apart from the explicit choices it matches them.
+    assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
     assert_eq!(config.timeouts, Timeouts::default());
     assert_eq!(config.runtime.kind, RuntimeKind::Tokio);
     assert_eq!(config.runtime.shards, Some(4));
+    assert_eq!(config.circuit_breaker, CircuitBreaker::default());
+    assert_eq!(config.outlier_detection, OutlierDetection::default());
+    assert_eq!(config.retries, RetryPolicy::default());
+}
+
+#[test]
+fn annotated_sample_mentions_every_key() {
+    // Every key of every section appears in the sample, at least as a commented-out line.
+    for key in super::TOP_KEYS
+        .iter()
+        .chain(super::LISTEN_KEYS)
+        .chain(super::LISTEN_TLS_KEYS)
+        .chain(super::BACKEND_KEYS)
+        .chain(super::BACKEND_TLS_KEYS)
+        .chain(super::HEALTH_CHECK_KEYS)
+        .chain(super::LOAD_BALANCING_KEYS)
+        .chain(super::CIRCUIT_BREAKER_KEYS)
+        .chain(super::OUTLIER_KEYS)
+        .chain(super::RETRY_KEYS)
+        .chain(super::LOG_KEYS)
+        .chain(super::TIMEOUT_KEYS)
+        .chain(super::LIMIT_KEYS)
+        .chain(super::RUNTIME_KEYS)
+    {
+        let written = SAMPLE.lines().any(|line| {
+            let line = line.trim_start().trim_start_matches(['#', '-', ' ']);
+            line.starts_with(&format!("{key}:"))
+        });
+        assert!(written, "config/spooky.yaml does not mention `{key}`");
+    }
 }
 
 #[test]
@@ -172,6 +214,7 @@ backends:
       healthy_threshold: 1
       unhealthy_threshold: 5
       expected_status: "200-299"
+      initial: unknown
   - id: api_2.v6
     address: "[2001:db8::2]:8443"
     weight: 65535
@@ -189,7 +232,8 @@ backends:
     protocol: http3
     tls: { insecure_skip_verify: true }
 load_balancing:
-  type: random
+  type: consistent-hash
+  key: "header:X-Session"
 log:
   level: debug
 timeouts:
@@ -204,11 +248,26 @@ limits:
   max_header_size: 16KiB
   max_request_body: 1GiB
   max_connections: 5000
-  max_upstream_connections: 32
-  max_pending_requests: 0
 runtime:
   kind: mio
   shards: 8
+circuit_breaker:
+  max_connections: 32
+  max_pending_requests: 0
+  max_requests: 500
+outlier_detection:
+  enabled: false
+  consecutive_5xx: 0
+  consecutive_failures: 3
+  base_ejection_time: 10s
+  max_ejection_time: 10s
+  max_ejection_percent: 100
+retries:
+  max_retries: 10
+  retry_on: [reset, 502, 503, 504]
+  per_try_timeout: 750ms
+  budget_percent: 0
+  min_retries_in_flight: 0
 "#;
     let config = ok(doc);
     assert_eq!(config.listen.address, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
@@ -233,6 +292,7 @@ runtime:
             healthy_threshold: 1,
             unhealthy_threshold: 5,
             expected_status: (200, 299),
+            initial: InitialHealth::Unknown,
         })
     );
 
@@ -255,13 +315,17 @@ runtime:
     assert_eq!(hc.interval, ms(60_000));
     assert_eq!(hc.timeout, ms(2_000));
     assert_eq!(hc.expected_status, (204, 204));
+    assert_eq!(hc.initial, InitialHealth::Healthy);
 
     assert_eq!(c.weight, 1);
     assert_eq!(c.tls.ca, None);
     assert!(c.tls.insecure_skip_verify);
     assert_eq!(c.health_check, None);
 
-    assert_eq!(config.load_balancing, LoadBalancing::Random);
+    assert_eq!(
+        config.load_balancing,
+        LoadBalancing::ConsistentHash(HashKey::Header("x-session".to_string()))
+    );
     assert_eq!(config.log.level, LogLevel::Debug);
     assert_eq!(
         config.timeouts,
@@ -281,8 +345,6 @@ runtime:
             max_header_size: 16 * 1024,
             max_request_body: Some(1024 * 1024 * 1024),
             max_connections: 5000,
-            max_upstream_connections: 32,
-            max_pending_requests: 0,
         }
     );
     assert_eq!(
@@ -290,6 +352,37 @@ runtime:
         RuntimeConfig {
             kind: RuntimeKind::Mio,
             shards: Some(8),
+        }
+    );
+    assert_eq!(
+        config.circuit_breaker,
+        CircuitBreaker {
+            max_connections: 32,
+            max_pending_requests: 0,
+            max_requests: 500,
+        }
+    );
+    assert_eq!(
+        config.outlier_detection,
+        OutlierDetection {
+            enabled: false,
+            consecutive_5xx: 0,
+            consecutive_failures: 3,
+            base_ejection_time: ms(10_000),
+            max_ejection_time: ms(10_000),
+            max_ejection_percent: 100,
+        }
+    );
+    assert_eq!(
+        config.retries,
+        RetryPolicy {
+            max_retries: 10,
+            on_connect_failure: false,
+            on_reset: true,
+            on_statuses: vec![502, 503, 504],
+            per_try_timeout: Some(ms(750)),
+            budget_percent: 0,
+            min_retries_in_flight: 0,
         }
     );
 }
@@ -306,31 +399,49 @@ fn minimal_document_takes_every_default() {
     assert_eq!(config.timeouts, Timeouts::default());
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.runtime, RuntimeConfig::default());
+    assert_eq!(config.circuit_breaker, CircuitBreaker::default());
+    assert_eq!(config.outlier_detection, OutlierDetection::default());
+    assert_eq!(config.retries, RetryPolicy::default());
 }
 
 #[test]
 fn empty_values_count_as_absent_for_optional_keys() {
-    let doc = with_section("timeouts:\nlimits: ~\nruntime: null\nlog: {}\nload_balancing: {}");
+    let doc = with_section(
+        "timeouts:\nlimits: ~\nruntime: null\nlog: {}\nload_balancing: {}\n\
+         circuit_breaker:\noutlier_detection: ~\nretries: {}",
+    );
     let config = ok(&doc);
     assert_eq!(config.timeouts, Timeouts::default());
     assert_eq!(config.limits, Limits::default());
     assert_eq!(config.runtime, RuntimeConfig::default());
     assert_eq!(config.log.level, LogLevel::Info);
     assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
+    assert_eq!(config.circuit_breaker, CircuitBreaker::default());
+    assert_eq!(config.outlier_detection, OutlierDetection::default());
+    assert_eq!(config.retries, RetryPolicy::default());
     assert_eq!(ok(&with_backend("weight: ~")).backends[0].weight, 1);
+
+    // Empty keys inside the new sections take their defaults too.
+    let doc = with_section(
+        "load_balancing: { type: ~, key: ~ }\n\
+         circuit_breaker: { max_connections: ~, max_pending_requests: null }\n\
+         outlier_detection: { enabled: ~, max_ejection_time: ~ }\n\
+         retries: { retry_on: ~, per_try_timeout: ~ }",
+    );
+    let config = ok(&doc);
+    assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
+    assert_eq!(config.circuit_breaker, CircuitBreaker::default());
+    assert_eq!(config.outlier_detection, OutlierDetection::default());
+    assert_eq!(config.retries, RetryPolicy::default());
+    let config = ok(&hc("initial: ~"));
+    assert_eq!(
+        config.backends[0].health_check.as_ref().unwrap().initial,
+        InitialHealth::Healthy
+    );
 }
 
 #[test]
 fn aliases_are_accepted() {
-    for (name, expected) in [
-        ("round-robin", LoadBalancing::RoundRobin),
-        ("round_robin", LoadBalancing::RoundRobin),
-        ("roundrobin", LoadBalancing::RoundRobin),
-        ("random", LoadBalancing::Random),
-    ] {
-        let doc = with_section(&format!("load_balancing: {{ type: {name} }}"));
-        assert_eq!(ok(&doc).load_balancing, expected, "{name}");
-    }
     for name in ["http1", "http/1.1", "h1"] {
         let config = ok(&with_backend(&format!("protocol: {name}")));
         assert_eq!(
@@ -464,12 +575,18 @@ fn zero_weight() {
     );
 }
 
+/// Every strategy, in the order of the error message.
+const STRATEGY_LIST: &str = "round-robin, weight-based, random, least-requests (alias \
+     least_connection), p2c, consistent-hash, ip-hash, latency";
+
 #[test]
 fn misspelled_strategy() {
     let e = err(&with_section("load_balancing: { type: round_robinn }"));
     assert_eq!(
         e.to_string(),
-        "load_balancing.type: \"round_robinn\" is not a strategy; use one of: round-robin, random"
+        format!(
+            "load_balancing.type: \"round_robinn\" is not a strategy; use one of: {STRATEGY_LIST}"
+        )
     );
 }
 
@@ -558,8 +675,8 @@ fn empty_and_non_mapping_documents() {
 
 #[test]
 fn unknown_keys_everywhere() {
-    let allowed_top =
-        "allowed keys: listen, backends, load_balancing, log, timeouts, limits, runtime";
+    let allowed_top = "allowed keys: listen, backends, load_balancing, log, timeouts, limits, \
+         runtime, circuit_breaker, outlier_detection, retries";
     assert_err(
         &with_section("logs: { level: info }"),
         "",
@@ -578,7 +695,10 @@ fn unknown_keys_everywhere() {
     assert_err(
         &with_backend("health_check: { path: /, interval: 1s, retries: 3 }"),
         "backends[0].health_check",
-        &["unknown key \"retries\"; allowed keys: path, interval, timeout"],
+        &[
+            "unknown key \"retries\"; allowed keys: path, interval, timeout, healthy_threshold, \
+             unhealthy_threshold, expected_status, initial",
+        ],
     );
     assert_err(
         "listen: { address: \"::\", port: 1, tls: { cert: c, key: k, ca: x } }\nbackends: [{ id: a, address: \"127.0.0.1:80\" }]",
@@ -588,7 +708,33 @@ fn unknown_keys_everywhere() {
     assert_err(
         &with_section("load_balancing: { kind: random }"),
         "load_balancing",
-        &["unknown key \"kind\"; allowed keys: type"],
+        &["unknown key \"kind\"; allowed keys: type, key"],
+    );
+    assert_err(
+        &with_section("load_balancing: { type: consistent-hash, hash_key: path }"),
+        "load_balancing",
+        &["unknown key \"hash_key\"; allowed keys: type, key"],
+    );
+    assert_eq!(
+        err(&with_section("circuit_breaker: { max_connection: 5 }")).to_string(),
+        "circuit_breaker: unknown key \"max_connection\"; allowed keys: max_connections, \
+         max_pending_requests, max_requests"
+    );
+    assert_eq!(
+        err(&with_section("outlier_detection: { interval: 10s }")).to_string(),
+        "outlier_detection: unknown key \"interval\"; allowed keys: enabled, consecutive_5xx, \
+         consecutive_failures, base_ejection_time, max_ejection_time, max_ejection_percent"
+    );
+    assert_eq!(
+        err(&with_section("retries: { attempts: 3 }")).to_string(),
+        "retries: unknown key \"attempts\"; allowed keys: max_retries, retry_on, \
+         per_try_timeout, budget_percent, min_retries_in_flight"
+    );
+    // The new sections belong at the top level, not inside a backend.
+    assert_err(
+        &with_backend("retries: { max_retries: 1 }"),
+        "backends[0]",
+        &["unknown key \"retries\""],
     );
     assert_err(
         &with_section("log: { format: json }"),
@@ -737,7 +883,32 @@ fn wrong_types() {
         &with_section("load_balancing: round-robin"),
         "load_balancing",
         &[
-            "expected the balancing settings (a mapping with the keys type), found the string \"round-robin\"",
+            "expected the balancing settings (a mapping with the keys type, key), found the string \"round-robin\"",
+        ],
+    );
+    assert_err(
+        &with_section("circuit_breaker: 100"),
+        "circuit_breaker",
+        &[
+            "expected the circuit breaker (a mapping with the keys max_connections, \
+             max_pending_requests, max_requests), found the integer 100",
+        ],
+    );
+    assert_err(
+        &with_section("outlier_detection: false"),
+        "outlier_detection",
+        &[
+            "expected outlier detection (a mapping with the keys enabled, consecutive_5xx, \
+             consecutive_failures, base_ejection_time, max_ejection_time, \
+             max_ejection_percent), found the boolean false",
+        ],
+    );
+    assert_err(
+        &with_section("retries: 3"),
+        "retries",
+        &[
+            "expected the retry policy (a mapping with the keys max_retries, retry_on, \
+             per_try_timeout, budget_percent, min_retries_in_flight), found the integer 3",
         ],
     );
     assert_err(
@@ -1086,45 +1257,303 @@ fn expected_status_errors() {
     assert_eq!(status(&hc("expected_status: \"100 - 599\"")), (100, 599));
 }
 
+#[test]
+fn health_check_initial_state() {
+    let initial = |doc: &str| ok(doc).backends[0].health_check.as_ref().unwrap().initial;
+    assert_eq!(
+        initial(&with_backend("health_check: { path: /h, interval: 1s }")),
+        InitialHealth::Healthy
+    );
+    assert_eq!(initial(&hc("initial: healthy")), InitialHealth::Healthy);
+    assert_eq!(initial(&hc("initial: unknown")), InitialHealth::Unknown);
+    assert_eq!(initial(&hc("initial: \"unknown\"")), InitialHealth::Unknown);
+    let path = "backends[0].health_check.initial";
+    for bad in ["down", "unhealthy", "Healthy", "UNKNOWN", "up", ""] {
+        assert_eq!(
+            err(&hc(&format!("initial: {bad:?}"))).to_string(),
+            format!(
+                "{path}: {bad:?} is not an initial state; use healthy (takes traffic at once) \
+                 or unknown (takes traffic after its first successful probe)"
+            )
+        );
+    }
+    assert_err(
+        &hc("initial: true"),
+        path,
+        &["expected healthy or unknown, found the boolean true"],
+    );
+    assert_err(
+        &hc("initial: 1"),
+        path,
+        &["expected healthy or unknown, found the integer 1"],
+    );
+    assert_err(
+        &hc("initial: [healthy]"),
+        path,
+        &["expected healthy or unknown, found a list"],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strategies, log, timeouts, limits, runtime
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn unknown_strategy() {
+    for name in [
+        "fastest",
+        "least",
+        "hash",
+        "sticky",
+        "weighted-random",
+        "Round-Robin",
+        "RANDOM",
+        "p2c ",
+        "",
+    ] {
+        let doc = with_section(&format!("load_balancing: {{ type: {name:?} }}"));
+        assert_err(
+            &doc,
+            "load_balancing.type",
+            &[&format!(
+                "{name:?} is not a strategy; use one of: {STRATEGY_LIST}"
+            )],
+        );
+    }
     assert_err(
-        &with_section("load_balancing: { type: fastest }"),
+        &with_section("load_balancing: { type: 1 }"),
         "load_balancing.type",
-        &["\"fastest\" is not a strategy; use one of: round-robin, random"],
+        &[&format!(
+            "expected a strategy name: {STRATEGY_LIST}, found the integer 1"
+        )],
+    );
+    assert_err(
+        &with_section("load_balancing: { type: [random] }"),
+        "load_balancing.type",
+        &["found a list"],
     );
 }
 
 #[test]
-fn unsupported_strategies() {
-    for name in [
-        "weight-based",
-        "least_connection",
-        "least-requests",
-        "ip-hash",
-        "p2c",
-        "consistent-hash",
-        "latency",
+fn every_strategy_and_alias_parses() {
+    use LoadBalancing::*;
+    let client_ip = || ConsistentHash(HashKey::ClientIp);
+    for (name, expected) in [
+        ("round-robin", RoundRobin),
+        ("round_robin", RoundRobin),
+        ("roundrobin", RoundRobin),
+        ("weight-based", WeightBased),
+        ("weight_based", WeightBased),
+        ("weighted", WeightBased),
+        ("weighted-round-robin", WeightBased),
+        ("weighted_round_robin", WeightBased),
+        ("random", Random),
+        ("least-requests", LeastRequests),
+        ("least_requests", LeastRequests),
+        ("least-request", LeastRequests),
+        ("least_connection", LeastRequests),
+        ("least-connection", LeastRequests),
+        ("least-connections", LeastRequests),
+        ("least_connections", LeastRequests),
+        ("least-conn", LeastRequests),
+        ("least_conn", LeastRequests),
+        ("p2c", PowerOfTwoChoices),
+        ("power-of-two-choices", PowerOfTwoChoices),
+        ("power_of_two_choices", PowerOfTwoChoices),
+        ("consistent-hash", client_ip()),
+        ("consistent_hash", client_ip()),
+        ("maglev", client_ip()),
+        ("ip-hash", client_ip()),
+        ("ip_hash", client_ip()),
+        ("latency", Latency),
+        ("ewma", Latency),
+        ("peak-ewma", Latency),
+        ("peak_ewma", Latency),
     ] {
-        let e = err(&with_section(&format!(
-            "load_balancing: {{ type: {name} }}"
-        )));
-        assert_eq!(e.path, "load_balancing.type");
-        assert!(
-            e.problem.starts_with(&format!(
-                "strategy {name:?} is not supported yet; use one of: round-robin, random"
-            )),
-            "{e}"
+        let doc = with_section(&format!("load_balancing: {{ type: {name} }}"));
+        assert_eq!(ok(&doc).load_balancing, expected, "{name}");
+    }
+    // Without load_balancing, or without type, the strategy is round-robin.
+    assert_eq!(ok(&with_section("")).load_balancing, RoundRobin);
+    assert_eq!(
+        ok(&with_section("load_balancing: {}")).load_balancing,
+        RoundRobin
+    );
+}
+
+#[test]
+fn strategy_names() {
+    use LoadBalancing::*;
+    for (strategy, name) in [
+        (RoundRobin, "round-robin"),
+        (WeightBased, "weight-based"),
+        (Random, "random"),
+        (LeastRequests, "least-requests"),
+        (PowerOfTwoChoices, "p2c"),
+        (ConsistentHash(HashKey::Path), "consistent-hash"),
+        (Latency, "latency"),
+    ] {
+        assert_eq!(strategy.name(), name);
+        // The canonical name parses back to the same strategy (keys aside).
+        let doc = with_section(&format!("load_balancing: {{ type: {name} }}"));
+        assert_eq!(ok(&doc).load_balancing.name(), name);
+    }
+}
+
+#[test]
+fn consistent_hash_keys() {
+    let key = |strategy: &str, key: &str| {
+        let doc = with_section(&format!(
+            "load_balancing: {{ type: {strategy}, key: {key:?} }}"
+        ));
+        match ok(&doc).load_balancing {
+            LoadBalancing::ConsistentHash(key) => key,
+            other => panic!("{other:?}"),
+        }
+    };
+    for strategy in ["consistent-hash", "maglev"] {
+        assert_eq!(key(strategy, "client-ip"), HashKey::ClientIp);
+        assert_eq!(key(strategy, "ip"), HashKey::ClientIp);
+        assert_eq!(key(strategy, "path"), HashKey::Path);
+        assert_eq!(
+            key(strategy, "header:x-user-id"),
+            HashKey::Header("x-user-id".to_string())
+        );
+        // Header names are case-insensitive and stored in lowercase; spaces around are dropped.
+        assert_eq!(
+            key(strategy, "header: X-Tenant "),
+            HashKey::Header("x-tenant".to_string())
+        );
+        assert_eq!(
+            key(strategy, "cookie:session"),
+            HashKey::Cookie("session".to_string())
+        );
+        // Cookie names are case-sensitive.
+        assert_eq!(
+            key(strategy, "cookie:JSESSIONID"),
+            HashKey::Cookie("JSESSIONID".to_string())
         );
     }
-    assert!(
-        err(&with_section("load_balancing: { type: weight-based }"))
-            .problem
-            .contains("already honour backend weights")
+    // ip-hash is consistent hashing of the client IP; naming that key is allowed.
+    assert_eq!(key("ip-hash", "client-ip"), HashKey::ClientIp);
+    assert_eq!(key("ip_hash", "ip"), HashKey::ClientIp);
+    // Block style, unquoted.
+    let config = ok(&with_section(
+        "load_balancing:\n  type: consistent-hash\n  key: cookie:user",
+    ));
+    assert_eq!(
+        config.load_balancing,
+        LoadBalancing::ConsistentHash(HashKey::Cookie("user".to_string()))
+    );
+}
+
+#[test]
+fn key_needs_a_hashing_strategy() {
+    for (strategy, name) in [
+        ("round-robin", "round-robin"),
+        ("weighted", "weight-based"),
+        ("random", "random"),
+        ("least_connection", "least-requests"),
+        ("p2c", "p2c"),
+        ("peak-ewma", "latency"),
+    ] {
+        assert_eq!(
+            err(&with_section(&format!(
+                "load_balancing: {{ type: {strategy}, key: path }}"
+            )))
+            .to_string(),
+            format!(
+                "load_balancing.key: \"path\" is not allowed: key is only used by \
+                 consistent-hash and ip-hash, not by {name}; remove it or set type: \
+                 consistent-hash"
+            )
+        );
+    }
+    // Without type the strategy is round-robin, which does not hash either.
+    assert_err(
+        &with_section("load_balancing: { key: \"header:x-user\" }"),
+        "load_balancing.key",
+        &["\"header:x-user\" is not allowed", "not by round-robin"],
+    );
+    // ip-hash hashes the client IP and nothing else.
+    for key in ["path", "header:x-user", "cookie:id"] {
+        assert_err(
+            &with_section(&format!(
+                "load_balancing: {{ type: ip-hash, key: {key:?} }}"
+            )),
+            "load_balancing.key",
+            &[&format!(
+                "{key:?} is not allowed: ip-hash always hashes the client IP; remove key, or \
+                 set type: consistent-hash to hash by this key"
+            )],
+        );
+    }
+}
+
+#[test]
+fn bad_hash_keys() {
+    let lb = |key: &str| format!("load_balancing: {{ type: consistent-hash, key: {key} }}");
+    let path = "load_balancing.key";
+    for key in [
+        "host",
+        "Path",
+        "client_ip",
+        "uri",
+        "query:x",
+        "Header:x",
+        "header",
+        "cookie",
+    ] {
+        assert_eq!(
+            err(&with_section(&lb(&format!("{key:?}")))).to_string(),
+            format!(
+                "{path}: {key:?} is not a hash key; use one of: client-ip, path, header:NAME, \
+                 cookie:NAME"
+            )
+        );
+    }
+    for key in [
+        "header:",
+        "header: ",
+        "header:x user",
+        "header:x:y",
+        "header:x;y",
+        "header:é",
+    ] {
+        assert_err(
+            &with_section(&lb(&format!("{key:?}"))),
+            path,
+            &[&format!(
+                "{key:?} needs a header name after the colon, such as header:x-user-id"
+            )],
+        );
+    }
+    for key in [
+        "cookie:",
+        "cookie:a=b",
+        "cookie:a;b",
+        "cookie:a b",
+        "cookie:a,b",
+    ] {
+        assert_err(
+            &with_section(&lb(&format!("{key:?}"))),
+            path,
+            &[&format!(
+                "{key:?} needs a cookie name after the colon, such as cookie:session"
+            )],
+        );
+    }
+    assert_err(
+        &with_section(&lb("5")),
+        path,
+        &["expected a hash key: client-ip, path, header:NAME, cookie:NAME, found the integer 5"],
+    );
+    assert_err(&with_section(&lb("[path]")), path, &["found a list"]);
+    // A bad key is reported even with a strategy that would not use it.
+    assert_err(
+        &with_section("load_balancing: { type: random, key: host }"),
+        path,
+        &["\"host\" is not a hash key"],
     );
 }
 
@@ -1174,16 +1603,6 @@ fn limit_errors() {
         &["0 is not allowed: max_connections must be an integer of at least 1"],
     );
     assert_err(
-        &with_section("limits: { max_upstream_connections: 0 }"),
-        "limits.max_upstream_connections",
-        &["0 is not allowed"],
-    );
-    assert_err(
-        &with_section("limits: { max_pending_requests: -1 }"),
-        "limits.max_pending_requests",
-        &["-1 is not allowed: max_pending_requests must be an integer of at least 0"],
-    );
-    assert_err(
         &with_section("limits: { max_connections: 4294967296 }"),
         "limits.max_connections",
         &["must be an integer from 1 to 4294967295"],
@@ -1206,6 +1625,422 @@ fn runtime_errors() {
         &with_section("runtime: { shards: 1025 }"),
         "runtime.shards",
         &["1025 is not allowed"],
+    );
+}
+
+#[test]
+fn moved_limits_are_unknown_keys() {
+    // limits.max_upstream_connections and limits.max_pending_requests moved to circuit_breaker.
+    let allowed = "allowed keys: max_concurrent_streams, max_header_size, max_request_body, \
+         max_connections";
+    assert_eq!(
+        err(&with_section("limits: { max_upstream_connections: 32 }")).to_string(),
+        format!(
+            "limits: unknown key \"max_upstream_connections\"; {allowed} (this setting moved \
+             to circuit_breaker.max_connections)"
+        )
+    );
+    assert_eq!(
+        err(&with_section("limits: { max_pending_requests: 0 }")).to_string(),
+        format!(
+            "limits: unknown key \"max_pending_requests\"; {allowed} (this setting moved to \
+             circuit_breaker.max_pending_requests)"
+        )
+    );
+    // The hint is only given where the key used to be.
+    let e = err(&with_section("runtime: { max_pending_requests: 0 }"));
+    assert_eq!(e.path, "runtime");
+    assert!(!e.problem.contains("moved"), "{e}");
+    // In their new place they work.
+    let config = ok(&with_section(
+        "circuit_breaker: { max_connections: 32, max_pending_requests: 0 }",
+    ));
+    assert_eq!(config.circuit_breaker.max_connections, 32);
+    assert_eq!(config.circuit_breaker.max_pending_requests, 0);
+    assert_eq!(
+        config.circuit_breaker.max_requests,
+        CircuitBreaker::default().max_requests
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Circuit breaker, outlier detection, retries
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn circuit_breaker_values() {
+    let cb = |fields: &str| {
+        ok(&with_section(&format!("circuit_breaker: {{ {fields} }}"))).circuit_breaker
+    };
+    assert_eq!(cb(""), CircuitBreaker::default());
+    assert_eq!(
+        cb("max_connections: 1, max_pending_requests: 0, max_requests: 1"),
+        CircuitBreaker {
+            max_connections: 1,
+            max_pending_requests: 0,
+            max_requests: 1,
+        }
+    );
+    assert_eq!(
+        cb(
+            "max_connections: 4294967295, max_pending_requests: 4294967295, \
+            max_requests: 4294967295"
+        ),
+        CircuitBreaker {
+            max_connections: u32::MAX,
+            max_pending_requests: u32::MAX,
+            max_requests: u32::MAX,
+        }
+    );
+    // Each key on its own leaves the others at their defaults.
+    let defaults = CircuitBreaker::default();
+    assert_eq!(
+        cb("max_requests: 50"),
+        CircuitBreaker {
+            max_requests: 50,
+            ..defaults.clone()
+        }
+    );
+    assert_eq!(
+        cb("max_pending_requests: 7"),
+        CircuitBreaker {
+            max_pending_requests: 7,
+            ..defaults
+        }
+    );
+}
+
+#[test]
+fn circuit_breaker_errors() {
+    let doc = |fields: &str| with_section(&format!("circuit_breaker: {{ {fields} }}"));
+    assert_eq!(
+        err(&doc("max_connections: 0")).to_string(),
+        "circuit_breaker.max_connections: 0 is not allowed: max_connections must be an integer \
+         of at least 1"
+    );
+    assert_err(
+        &doc("max_requests: 0"),
+        "circuit_breaker.max_requests",
+        &["0 is not allowed: max_requests must be an integer of at least 1"],
+    );
+    assert_err(
+        &doc("max_pending_requests: -1"),
+        "circuit_breaker.max_pending_requests",
+        &["-1 is not allowed: max_pending_requests must be an integer of at least 0"],
+    );
+    assert_err(
+        &doc("max_requests: 4294967296"),
+        "circuit_breaker.max_requests",
+        &["4294967296 is not allowed: max_requests must be an integer from 1 to 4294967295"],
+    );
+    assert_err(
+        &doc("max_connections: \"64\""),
+        "circuit_breaker.max_connections",
+        &[
+            "expected an integer of at least 1, found the string \"64\"; write the number \
+             without quotes",
+        ],
+    );
+    assert_err(
+        &doc("max_pending_requests: 1.5"),
+        "circuit_breaker.max_pending_requests",
+        &["expected an integer of at least 0, found the number 1.5"],
+    );
+    assert_err(
+        &doc("max_requests: unlimited"),
+        "circuit_breaker.max_requests",
+        &["expected an integer of at least 1, found the string \"unlimited\""],
+    );
+}
+
+#[test]
+fn outlier_detection_values() {
+    let od = |fields: &str| {
+        ok(&with_section(&format!("outlier_detection: {{ {fields} }}"))).outlier_detection
+    };
+    assert_eq!(od(""), OutlierDetection::default());
+    assert_eq!(
+        od(
+            "enabled: true, consecutive_5xx: 1, consecutive_failures: 1000000, \
+            base_ejection_time: 100ms, max_ejection_time: 1h, max_ejection_percent: 0"
+        ),
+        OutlierDetection {
+            enabled: true,
+            consecutive_5xx: 1,
+            consecutive_failures: 1_000_000,
+            base_ejection_time: ms(100),
+            max_ejection_time: ms(3_600_000),
+            max_ejection_percent: 0,
+        }
+    );
+    let defaults = OutlierDetection::default();
+    assert_eq!(
+        od("enabled: false"),
+        OutlierDetection {
+            enabled: false,
+            ..defaults.clone()
+        }
+    );
+    // Zero turns a trigger off.
+    assert_eq!(od("consecutive_5xx: 0").consecutive_5xx, 0);
+    assert_eq!(od("consecutive_failures: 0").consecutive_failures, 0);
+    assert_eq!(od("max_ejection_percent: 100").max_ejection_percent, 100);
+    // Equal base and maximum: every ejection has the same length.
+    let equal = od("base_ejection_time: 1m, max_ejection_time: 60s");
+    assert_eq!(equal.base_ejection_time, equal.max_ejection_time);
+    // A base above the default maximum raises the maximum to it when none is given.
+    let long = od("base_ejection_time: 1h");
+    assert_eq!(long.base_ejection_time, ms(3_600_000));
+    assert_eq!(long.max_ejection_time, ms(3_600_000));
+    // A base below it keeps the default maximum.
+    assert_eq!(
+        od("base_ejection_time: 1s").max_ejection_time,
+        defaults.max_ejection_time
+    );
+    // A maximum alone may be anything from the default base up.
+    assert_eq!(
+        od(&format!(
+            "max_ejection_time: {}",
+            format_duration(defaults.base_ejection_time)
+        ))
+        .max_ejection_time,
+        defaults.base_ejection_time
+    );
+}
+
+#[test]
+fn outlier_detection_errors() {
+    let doc = |fields: &str| with_section(&format!("outlier_detection: {{ {fields} }}"));
+    let base = format_duration(OutlierDetection::default().base_ejection_time);
+    assert_eq!(
+        err(&doc("base_ejection_time: 30s, max_ejection_time: 10s")).to_string(),
+        "outlier_detection.max_ejection_time: \"10s\" is not allowed: max_ejection_time must be \
+         at least base_ejection_time (30s)"
+    );
+    // Against the default base when base_ejection_time is left out.
+    assert_eq!(
+        err(&doc("max_ejection_time: 1s")).to_string(),
+        format!(
+            "outlier_detection.max_ejection_time: \"1s\" is not allowed: max_ejection_time must \
+             be at least base_ejection_time ({base})"
+        )
+    );
+    // The order of the keys does not matter.
+    assert_err(
+        &doc("max_ejection_time: 1m, base_ejection_time: 90s"),
+        "outlier_detection.max_ejection_time",
+        &["\"1m\" is not allowed", "at least base_ejection_time (90s)"],
+    );
+    assert_err(
+        &doc("base_ejection_time: 0s"),
+        "outlier_detection.base_ejection_time",
+        &["\"0s\" is not allowed: base_ejection_time must be longer than zero"],
+    );
+    assert_err(
+        &doc("max_ejection_time: 0ms"),
+        "outlier_detection.max_ejection_time",
+        &["\"0ms\" is not allowed: max_ejection_time must be longer than zero"],
+    );
+    assert_err(
+        &doc("base_ejection_time: 30"),
+        "outlier_detection.base_ejection_time",
+        &["30 is not a duration: durations need a unit: ms, s, m or h (for example 30s)"],
+    );
+    assert_err(
+        &doc("max_ejection_time: forever"),
+        "outlier_detection.max_ejection_time",
+        &["\"forever\" is not a duration"],
+    );
+    assert_eq!(
+        err(&doc("max_ejection_percent: 150")).to_string(),
+        "outlier_detection.max_ejection_percent: 150 is not allowed: max_ejection_percent must \
+         be an integer from 0 to 100"
+    );
+    assert_err(
+        &doc("max_ejection_percent: -1"),
+        "outlier_detection.max_ejection_percent",
+        &["-1 is not allowed: max_ejection_percent must be an integer from 0 to 100"],
+    );
+    assert_err(
+        &doc("max_ejection_percent: 50%"),
+        "outlier_detection.max_ejection_percent",
+        &["expected an integer from 0 to 100, found the string \"50%\""],
+    );
+    assert_err(
+        &doc("consecutive_5xx: -1"),
+        "outlier_detection.consecutive_5xx",
+        &["-1 is not allowed: consecutive_5xx must be an integer from 0 to 1000000"],
+    );
+    assert_err(
+        &doc("consecutive_5xx: 1000001"),
+        "outlier_detection.consecutive_5xx",
+        &["1000001 is not allowed: consecutive_5xx must be an integer from 0 to 1000000"],
+    );
+    assert_err(
+        &doc("consecutive_failures: 1000001"),
+        "outlier_detection.consecutive_failures",
+        &["1000001 is not allowed"],
+    );
+    assert_err(
+        &doc("consecutive_failures: \"5\""),
+        "outlier_detection.consecutive_failures",
+        &["found the string \"5\"; write the number without quotes"],
+    );
+    assert_err(
+        &doc("enabled: yes"),
+        "outlier_detection.enabled",
+        &["expected true or false, found the string \"yes\"; write true or false"],
+    );
+    assert_err(
+        &doc("enabled: 0"),
+        "outlier_detection.enabled",
+        &["expected true or false, found the integer 0"],
+    );
+}
+
+#[test]
+fn retry_values() {
+    let retries = |fields: &str| ok(&with_section(&format!("retries: {{ {fields} }}"))).retries;
+    let defaults = RetryPolicy::default();
+    assert_eq!(retries(""), defaults);
+    // By default: connection failures and resets, no statuses, per-try = response_headers.
+    assert!(defaults.on_connect_failure && defaults.on_reset);
+    assert!(defaults.on_statuses.is_empty());
+    assert_eq!(defaults.per_try_timeout, None);
+    assert_eq!(
+        retries(
+            "max_retries: 3, retry_on: [connect-failure, reset, 500, 503, 599], \
+             per_try_timeout: 2s, budget_percent: 100, min_retries_in_flight: 1000000"
+        ),
+        RetryPolicy {
+            max_retries: 3,
+            on_connect_failure: true,
+            on_reset: true,
+            on_statuses: vec![500, 503, 599],
+            per_try_timeout: Some(ms(2_000)),
+            budget_percent: 100,
+            min_retries_in_flight: 1_000_000,
+        }
+    );
+    assert_eq!(retries("max_retries: 0").max_retries, 0);
+    assert_eq!(retries("max_retries: 10").max_retries, 10);
+    assert_eq!(retries("budget_percent: 0").budget_percent, 0);
+    assert_eq!(retries("min_retries_in_flight: 0").min_retries_in_flight, 0);
+    // retry_on replaces the default list instead of adding to it.
+    let only_503 = retries("retry_on: [503]");
+    assert!(!only_503.on_connect_failure && !only_503.on_reset);
+    assert_eq!(only_503.on_statuses, [503]);
+    let only_connect = retries("retry_on: [connect-failure]");
+    assert!(only_connect.on_connect_failure && !only_connect.on_reset);
+    assert!(only_connect.on_statuses.is_empty());
+    let only_reset = retries("retry_on: [reset]");
+    assert!(!only_reset.on_connect_failure && only_reset.on_reset);
+    // An empty list retries nothing; an empty value keeps the default.
+    let nothing = retries("retry_on: []");
+    assert!(!nothing.on_connect_failure && !nothing.on_reset);
+    assert!(nothing.on_statuses.is_empty());
+    assert_eq!(retries("retry_on: ~"), defaults);
+    // Block style.
+    let config = ok(&with_section(
+        "retries:\n  retry_on:\n    - reset\n    - 502\n  per_try_timeout: 1.5s",
+    ));
+    assert!(config.retries.on_reset && !config.retries.on_connect_failure);
+    assert_eq!(config.retries.on_statuses, [502]);
+    assert_eq!(config.retries.per_try_timeout, Some(ms(1_500)));
+}
+
+#[test]
+fn retry_errors() {
+    let doc = |fields: &str| with_section(&format!("retries: {{ {fields} }}"));
+    assert_eq!(
+        err(&doc("max_retries: 11")).to_string(),
+        "retries.max_retries: 11 is not allowed: max_retries must be an integer from 0 to 10"
+    );
+    assert_err(
+        &doc("max_retries: -1"),
+        "retries.max_retries",
+        &["-1 is not allowed: max_retries must be an integer from 0 to 10"],
+    );
+    assert_err(
+        &doc("max_retries: two"),
+        "retries.max_retries",
+        &["expected an integer from 0 to 10, found the string \"two\""],
+    );
+    assert_err(
+        &doc("budget_percent: 101"),
+        "retries.budget_percent",
+        &["101 is not allowed: budget_percent must be an integer from 0 to 100"],
+    );
+    assert_err(
+        &doc("min_retries_in_flight: -1"),
+        "retries.min_retries_in_flight",
+        &["-1 is not allowed: min_retries_in_flight must be an integer from 0 to 1000000"],
+    );
+    assert_err(
+        &doc("min_retries_in_flight: 1000001"),
+        "retries.min_retries_in_flight",
+        &["1000001 is not allowed"],
+    );
+    assert_err(
+        &doc("per_try_timeout: 0s"),
+        "retries.per_try_timeout",
+        &["\"0s\" is not allowed: per_try_timeout must be longer than zero"],
+    );
+    assert_err(
+        &doc("per_try_timeout: 5"),
+        "retries.per_try_timeout",
+        &["5 is not a duration: durations need a unit"],
+    );
+    // retry_on must be a list.
+    assert_eq!(
+        err(&doc("retry_on: reset")).to_string(),
+        "retries.retry_on: expected a list such as [connect-failure, reset, 503], found the \
+         string \"reset\""
+    );
+    assert_err(
+        &doc("retry_on: 503"),
+        "retries.retry_on",
+        &["expected a list such as [connect-failure, reset, 503], found the integer 503"],
+    );
+    assert_err(
+        &doc("retry_on: { reset: true }"),
+        "retries.retry_on",
+        &["found a mapping"],
+    );
+    // Entries are connect-failure, reset or a 5xx status; the error names the entry.
+    let condition = "is not a retry condition; use connect-failure, reset (which also covers \
+         timeouts), or a 5xx status code from 500 to 599 such as 503";
+    for (entry, shown) in [
+        ("timeout", "\"timeout\""),
+        ("connect_failure", "\"connect_failure\""),
+        ("connect-failures", "\"connect-failures\""),
+        ("Reset", "\"Reset\""),
+        ("5xx", "\"5xx\""),
+        ("gateway-error", "\"gateway-error\""),
+        ("429", "429"),
+        ("404", "404"),
+        ("499", "499"),
+        ("600", "600"),
+        ("503.0", "503.0"),
+        ("true", "true"),
+        ("[503]", "a list"),
+        ("{ code: 503 }", "a mapping"),
+    ] {
+        assert_eq!(
+            err(&doc(&format!("retry_on: [reset, {entry}]"))).to_string(),
+            format!("retries.retry_on[1]: {shown} {condition}"),
+            "{entry}"
+        );
+    }
+    assert_eq!(
+        err(&doc("retry_on: [\"503\"]")).to_string(),
+        "retries.retry_on[0]: \"503\" is not a retry condition; write status codes without \
+         quotes, such as 503"
+    );
+    assert_err(
+        &doc("retry_on: [503, ~]"),
+        "retries.retry_on[1]",
+        &["an empty value is not a retry condition"],
     );
 }
 
@@ -1274,9 +2109,55 @@ fn documented_error_messages_are_real() {
             "backends[0].weight: 0 is not allowed",
         ),
         (
-            with_section("load_balancing: { type: least_connection }"),
-            "load_balancing.type: strategy \"least_connection\" is not supported yet; use one \
-             of: round-robin, random",
+            with_section("load_balancing: { type: round_robinn }"),
+            "load_balancing.type: \"round_robinn\" is not a strategy; use one of: round-robin, \
+             weight-based, random, least-requests (alias least_connection), p2c, \
+             consistent-hash, ip-hash, latency",
+        ),
+        (
+            with_section("load_balancing: { type: round-robin, key: path }"),
+            "load_balancing.key: \"path\" is not allowed: key is only used by consistent-hash \
+             and ip-hash, not by round-robin; remove it or set type: consistent-hash",
+        ),
+        (
+            with_section("load_balancing: { type: consistent-hash, key: host }"),
+            "load_balancing.key: \"host\" is not a hash key; use one of: client-ip, path, \
+             header:NAME, cookie:NAME",
+        ),
+        (
+            with_section("limits: { max_upstream_connections: 64 }"),
+            "limits: unknown key \"max_upstream_connections\"; allowed keys: \
+             max_concurrent_streams, max_header_size, max_request_body, max_connections (this \
+             setting moved to circuit_breaker.max_connections)",
+        ),
+        (
+            hc("initial: down"),
+            "backends[0].health_check.initial: \"down\" is not an initial state; use healthy \
+             (takes traffic at once) or unknown (takes traffic after its first successful probe)",
+        ),
+        (
+            with_section("outlier_detection: { max_ejection_time: 10s }"),
+            "outlier_detection.max_ejection_time: \"10s\" is not allowed: max_ejection_time must \
+             be at least base_ejection_time (30s)",
+        ),
+        (
+            with_section("outlier_detection: { max_ejection_percent: 150 }"),
+            "outlier_detection.max_ejection_percent: 150 is not allowed: max_ejection_percent \
+             must be an integer from 0 to 100",
+        ),
+        (
+            with_section("circuit_breaker: { max_requests: 0 }"),
+            "circuit_breaker.max_requests: 0 is not allowed: max_requests must be an integer of \
+             at least 1",
+        ),
+        (
+            with_section("retries: { retry_on: [reset, timeout] }"),
+            "retries.retry_on[1]: \"timeout\" is not a retry condition; use connect-failure, \
+             reset (which also covers timeouts), or a 5xx status code from 500 to 599 such as 503",
+        ),
+        (
+            with_section("retries: { max_retries: 11 }"),
+            "retries.max_retries: 11 is not allowed: max_retries must be an integer from 0 to 10",
         ),
         (
             listen_doc("{ address: \"127.0.0.1\", tls: { cert: c, key: k } }"),
@@ -1328,4 +2209,105 @@ fn documented_error_messages_are_real() {
         );
         assert!(REFERENCE.contains(message), "docs do not quote `{message}`");
     }
+}
+
+/// The lines of the reference's `## heading` section, up to the next `## `.
+fn reference_section(heading: &str) -> Vec<&'static str> {
+    let mut lines = REFERENCE.lines().skip_while(|l| *l != heading);
+    assert!(lines.next().is_some(), "docs have no section {heading}");
+    lines.take_while(|l| !l.starts_with("## ")).collect()
+}
+
+/// Asserts that the section's table row for `key` gives `default` (in backquotes).
+#[track_caller]
+fn assert_documented_default(heading: &str, key: &str, default: &str) {
+    let rows: Vec<&str> = reference_section(heading)
+        .into_iter()
+        .filter(|l| l.starts_with(&format!("| `{key}` |")))
+        .collect();
+    assert_eq!(
+        rows.len(),
+        1,
+        "{heading}: one row for `{key}` expected: {rows:?}"
+    );
+    assert!(
+        rows[0].contains(&format!("| `{default}` |")),
+        "{heading}: the row of `{key}` does not give the default `{default}`: {}",
+        rows[0]
+    );
+}
+
+#[test]
+fn documented_defaults_are_real() {
+    let cb = CircuitBreaker::default();
+    let heading = "## `circuit_breaker`";
+    assert_documented_default(heading, "max_connections", &cb.max_connections.to_string());
+    assert_documented_default(
+        heading,
+        "max_pending_requests",
+        &cb.max_pending_requests.to_string(),
+    );
+    assert_documented_default(heading, "max_requests", &cb.max_requests.to_string());
+
+    let od = OutlierDetection::default();
+    let heading = "## `outlier_detection`";
+    assert_documented_default(heading, "enabled", &od.enabled.to_string());
+    assert_documented_default(heading, "consecutive_5xx", &od.consecutive_5xx.to_string());
+    assert_documented_default(
+        heading,
+        "consecutive_failures",
+        &od.consecutive_failures.to_string(),
+    );
+    assert_documented_default(
+        heading,
+        "base_ejection_time",
+        &format_duration(od.base_ejection_time),
+    );
+    assert_documented_default(
+        heading,
+        "max_ejection_time",
+        &format_duration(od.max_ejection_time),
+    );
+    assert_documented_default(
+        heading,
+        "max_ejection_percent",
+        &od.max_ejection_percent.to_string(),
+    );
+
+    let rp = RetryPolicy::default();
+    let heading = "## `retries`";
+    assert_documented_default(heading, "max_retries", &rp.max_retries.to_string());
+    assert_eq!(
+        (rp.on_connect_failure, rp.on_reset, rp.on_statuses.len()),
+        (true, true, 0)
+    );
+    assert_documented_default(heading, "retry_on", "[connect-failure, reset]");
+    assert_documented_default(heading, "budget_percent", &rp.budget_percent.to_string());
+    assert_documented_default(
+        heading,
+        "min_retries_in_flight",
+        &rp.min_retries_in_flight.to_string(),
+    );
+
+    let t = Timeouts::default();
+    let heading = "## `timeouts`";
+    for (key, value) in [
+        ("connect", t.connect),
+        ("response_headers", t.response_headers),
+        ("request", t.request),
+        ("upstream_idle", t.upstream_idle),
+        ("client_idle", t.client_idle),
+        ("drain", t.drain),
+    ] {
+        assert_documented_default(heading, key, &format_duration(value));
+    }
+
+    let l = Limits::default();
+    let heading = "## `limits`";
+    assert_documented_default(
+        heading,
+        "max_concurrent_streams",
+        &l.max_concurrent_streams.to_string(),
+    );
+    assert_documented_default(heading, "max_connections", &l.max_connections.to_string());
 }
