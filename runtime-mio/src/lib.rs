@@ -1,1 +1,457 @@
-//! The mio runtime: filled in by the runtime-mio issue.
+//! Runs Spooky's sans-IO core ([`spooky_core::Core`]) on a sharded mio event loop: the
+//! throughput runtime.
+//!
+//! # Design
+//!
+//! One thread per shard, each with its own [`Core`] (shard ids `0..n`), its own
+//! `mio::Poll`, and no locks on the packet path.
+//!
+//! - **Sockets.** Every shard binds its own listener UDP socket to the listen address with
+//!   `SO_REUSEADDR` + `SO_REUSEPORT`, so the kernel spreads clients over the shards by a hash
+//!   of their 4-tuple (when the configured port is 0, shard 0 binds first and the others bind
+//!   the port it got). Every shard also has its own upstream UDP socket (`[::]:0`,
+//!   dual-stack, falling back to `0.0.0.0:0`; not shared) for its connections to HTTP/3
+//!   backends, and its own TCP connections to HTTP/1.1 backends.
+//! - **Receiving.** quinn-udp reads with `recvmmsg` and GRO, straight into per-slot
+//!   `BytesMut` buffers; each datagram batch is split off its buffer and handed to the core
+//!   without a copy (a batch whose `stride` is below its length becomes
+//!   `segment_size: Some(stride)`). mio is edge-triggered, so a socket is read until
+//!   `WouldBlock`, but at most a few `recvmmsg` calls per turn of the loop before timers, TCP
+//!   and the other socket get their turn.
+//! - **Connection-ID steering.** Every connection ID a shard issues names that shard
+//!   ([`spooky_core::quic::cid`]). When a client's address or port changes, the kernel may hash
+//!   its packets to another shard's listener; that shard looks at each received datagram
+//!   (each GRO segment) and, if its connection ID names another shard, hands it over through
+//!   that shard's bounded queue (owned bytes, no copy) and wakes it with its `mio::Waker`
+//!   (once per receive batch). The connection keeps working on the shard that owns it, which
+//!   answers from its own socket bound to the same address.
+//! - **Sending.** After every input the loop drains [`Core::poll_output`] and sends each
+//!   datagram at once (GSO when the core batches). If a socket buffer is full, the datagram is
+//!   kept (its buffer swapped out, not copied), the socket gets WRITABLE interest, and the
+//!   shard takes nothing more from its core, and feeds it no new input, until the datagram is
+//!   out: backpressure instead of loss or spinning.
+//! - **TCP.** Non-blocking connects, a write queue of `Bytes` per connection written with
+//!   `writev` (progress reported as [`TcpEvent::Sent`](spooky_core::TcpEvent::Sent)), reads of
+//!   at most 64 KiB fed one at a time so that `PauseRead` takes effect at once.
+//! - **Timers.** The core's [`Core::poll_timeout`] is the `poll` timeout. The clock is read
+//!   once per wake-up.
+//! - **Control.** [`Handle`] talks to each shard through a command queue and the same waker:
+//!   drain, metrics, stop.
+//!
+//! `std::time::Instant::now()` is read here, never in the core.
+
+#![warn(missing_docs)]
+
+mod mailbox;
+mod shard;
+mod tcp;
+mod udp;
+
+use std::fmt::{self, Write as _};
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Waker};
+use spooky_core::metrics::Metrics;
+use spooky_core::rng::Rng;
+use spooky_core::{Config, Core, CoreParams, CryptoMode, TlsMaterials};
+
+use mailbox::{ControlMsg, Mailbox, StatsCells};
+use shard::{Shard, ShardParts};
+use udp::UdpIo;
+
+/// How long [`Handle::metrics`] waits for the shards to answer.
+const METRICS_WAIT: Duration = Duration::from_secs(2);
+
+/// Counters the runtime keeps for one shard (beside the core's [`Metrics`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Client datagrams this shard received but handed to the shard that owns their
+    /// connection (connection-ID steering).
+    pub steered_datagrams: u64,
+    /// Client datagrams other shards handed to this one.
+    pub steered_in: u64,
+    /// Datagrams that could not be handed over: the owner's queue was full or it had exited.
+    pub steer_dropped: u64,
+    /// Times a send found a socket buffer full and the shard waited for room.
+    pub send_blocked: u64,
+}
+
+impl ShardStats {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ShardStats) {
+        self.steered_datagrams += other.steered_datagrams;
+        self.steered_in += other.steered_in;
+        self.steer_dropped += other.steer_dropped;
+        self.send_blocked += other.send_blocked;
+    }
+}
+
+/// The part of a [`Handle`] that can be shared (with the signal thread of [`run`]).
+struct Shards {
+    mailboxes: Arc<[Arc<Mailbox>]>,
+    stats: Vec<Arc<StatsCells>>,
+}
+
+impl Shards {
+    fn drain(&self) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.control(ControlMsg::Drain);
+        }
+    }
+
+    fn stop(&self) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.control(ControlMsg::Stop);
+        }
+    }
+}
+
+/// A running Spooky instance on mio: one thread per shard.
+///
+/// Dropping the handle leaves the instance running (detached); call [`Handle::stop`] or
+/// [`Handle::drain`] first to end it.
+pub struct Handle {
+    local_addr: SocketAddr,
+    shards: Arc<Shards>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("local_addr", &self.local_addr)
+            .field("shards", &self.shards.mailboxes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// The client-facing UDP address every shard listens on (with the port resolved when
+    /// the configuration asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The number of shards (threads).
+    pub fn shards(&self) -> usize {
+        self.shards.mailboxes.len()
+    }
+
+    /// Starts a graceful drain ([`spooky_core::Control::Drain`]) on every shard: each core
+    /// sends GOAWAY, refuses new connections and finishes the requests in flight; then the
+    /// shard exits. A shard whose drain takes longer than `timeouts.drain` exits anyway.
+    ///
+    /// Calling it again, or after the shards ended, does nothing.
+    pub fn drain(&self) {
+        self.shards.drain();
+    }
+
+    /// Stops every shard at once, without a drain: open connections are dropped without
+    /// notice.
+    pub fn stop(&self) {
+        self.shards.stop();
+    }
+
+    /// The cores' counters, summed over the shards.
+    ///
+    /// Each shard is asked and the answers are awaited for at most two seconds. A shard that
+    /// has exited contributes the counters it ended with.
+    pub fn metrics(&self) -> Metrics {
+        let shards = &self.shards;
+        let (reply, answers) = mpsc::channel();
+        let asked: Vec<bool> = shards
+            .mailboxes
+            .iter()
+            .map(|mailbox| mailbox.control(ControlMsg::Metrics(reply.clone())))
+            .collect();
+        drop(reply);
+        let mut answered = vec![false; asked.len()];
+        let mut total = Metrics::default();
+        let deadline = Instant::now() + METRICS_WAIT;
+        while asked.iter().zip(&answered).any(|(&a, &done)| a && !done) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answers.recv_timeout(left) {
+                Ok((index, metrics)) => {
+                    if let Some(done) = answered.get_mut(index)
+                        && !*done
+                    {
+                        *done = true;
+                        total.add(&metrics);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        for (index, stats) in shards.stats.iter().enumerate() {
+            if answered[index] {
+                continue;
+            }
+            let last = stats.final_metrics.lock().ok().and_then(|m| m.clone());
+            match last {
+                Some(metrics) => total.add(&metrics),
+                None => tracing::warn!(shard = index, "shard did not report its metrics in time"),
+            }
+        }
+        total
+    }
+
+    /// The runtime's own counters, per shard.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards
+            .stats
+            .iter()
+            .map(|s| ShardStats {
+                steered_datagrams: s.steered_datagrams.load(Ordering::Relaxed),
+                steered_in: s.steered_in.load(Ordering::Relaxed),
+                steer_dropped: s.steer_dropped.load(Ordering::Relaxed),
+                send_blocked: s.send_blocked.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Client datagrams handed from the shard that received them to the shard owning their
+    /// connection, summed over the shards.
+    pub fn steered(&self) -> u64 {
+        self.shard_stats().iter().map(|s| s.steered_datagrams).sum()
+    }
+
+    /// Waits for every shard thread to end: after a drain completed (or `timeouts.drain`
+    /// passed), or after [`stop`](Self::stop).
+    ///
+    /// Returns the first error a shard ended with (its poll failed) or, if a shard thread
+    /// panicked, an error saying so.
+    pub fn join(self) -> io::Result<()> {
+        let mut result = Ok(());
+        for (index, thread) in self.threads.into_iter().enumerate() {
+            let outcome = match thread.join() {
+                Ok(outcome) => outcome,
+                Err(_) => Err(io::Error::other(format!("spooky shard {index} panicked"))),
+            };
+            if let Err(e) = outcome
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+        }
+        result
+    }
+}
+
+/// The number of shards: `runtime.shards`, or one per available CPU.
+fn shard_count(config: &Config) -> usize {
+    let n = match config.runtime.shards {
+        Some(n) if n > 0 => usize::from(n),
+        _ => thread::available_parallelism().map_or(1, NonZeroUsize::get),
+    };
+    n.min(usize::from(u16::MAX))
+}
+
+/// Shard `index`'s seed: `seed` itself for shard 0 (so one shard runs exactly like the tokio
+/// runtime with the same seed), a distinct seed derived from it for the others.
+fn shard_seed(seed: [u8; 32], index: usize) -> [u8; 32] {
+    if index == 0 {
+        return seed;
+    }
+    let mut mixed = seed;
+    for (byte, i) in mixed[24..].iter_mut().zip((index as u64).to_le_bytes()) {
+        *byte ^= i;
+    }
+    Rng::from_seed(mixed).seed()
+}
+
+fn with_context(e: io::Error, what: impl fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// Binds every shard's sockets, builds one [`Core`] per shard (shard ids `0..n`, each seeded
+/// from `seed` and its index) and spawns the shard threads.
+///
+/// The number of shards is `config.runtime.shards`, or the available parallelism.
+///
+/// `seed`: callers pass OS randomness (the binary does) or a fixed value (tests).
+///
+/// Fails if a socket cannot be bound or TLS cannot be set up from `tls`.
+pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<Handle> {
+    let count = shard_count(&config);
+    let listen = config.listen.socket_addr();
+
+    // Shard 0 binds first; with port 0 the others bind the port it got.
+    let first = UdpIo::bind_listener(listen)
+        .map_err(|e| with_context(e, format!("cannot bind the listener to {listen}")))?;
+    let local_addr = first.local_addr();
+    let shared = SocketAddr::new(listen.ip(), local_addr.port());
+    let mut listeners = vec![first];
+    for index in 1..count {
+        let listener = UdpIo::bind_listener(shared).map_err(|e| {
+            with_context(e, format!("shard {index} cannot bind the listener to {shared}"))
+        })?;
+        listeners.push(listener);
+    }
+
+    let now = Instant::now();
+    let mut built = Vec::with_capacity(count);
+    let mut mailboxes = Vec::with_capacity(count);
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let upstream = UdpIo::bind_upstream().map_err(|e| {
+            with_context(e, format!("shard {index} cannot bind the upstream socket"))
+        })?;
+        let max_gso_segments = listener
+            .max_gso_segments()
+            .min(upstream.max_gso_segments())
+            .max(1);
+        tracing::debug!(
+            shard = index,
+            listener = %listener.local_addr(),
+            upstream = %upstream.local_addr(),
+            max_gso_segments,
+            gro_segments = listener.gro_segments(),
+            "starting a shard"
+        );
+        let core = Core::new(CoreParams {
+            config: config.clone(),
+            tls: tls.clone(),
+            seed: shard_seed(seed, index),
+            shard: index as u16,
+            crypto: CryptoMode::System,
+            max_gso_segments,
+            now,
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), shard::WAKER)?;
+        let (mailbox, inbox) = Mailbox::new(waker);
+        mailboxes.push(Arc::new(mailbox));
+        built.push((core, poll, listener, upstream, inbox));
+    }
+
+    let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
+    let stats: Vec<Arc<StatsCells>> = (0..count).map(|_| Arc::default()).collect();
+    let mut shards = Vec::with_capacity(count);
+    for (index, (core, poll, listener, upstream, inbox)) in built.into_iter().enumerate() {
+        shards.push(Shard::new(ShardParts {
+            index,
+            core,
+            poll,
+            listener,
+            upstream,
+            inbox,
+            peers: mailboxes.clone(),
+            stats: stats[index].clone(),
+        })?);
+    }
+
+    let controls = Arc::new(Shards { mailboxes, stats });
+    let mut threads = Vec::with_capacity(count);
+    for (index, shard) in shards.into_iter().enumerate() {
+        let spawned = thread::Builder::new()
+            .name(format!("spooky-shard-{index}"))
+            .spawn(move || shard.run());
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                controls.stop();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(with_context(e, format!("cannot start shard {index}")));
+            }
+        }
+    }
+    Ok(Handle {
+        local_addr,
+        shards: controls,
+        threads,
+    })
+}
+
+/// For the binary: [`start`], then drain on SIGINT or SIGTERM (a second signal stops at
+/// once), then wait for the shards to end.
+///
+/// Logs the listening address and the shard count (info) and the seed in hex (debug).
+pub fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::Signals;
+
+    // Before the shards start, so that an early signal cannot kill the process.
+    let mut signals = Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| with_context(e, "cannot install the signal handlers"))?;
+    let handle = start(config, tls, seed)?;
+    tracing::info!(
+        address = %handle.local_addr(),
+        shards = handle.shards(),
+        "spooky listening (HTTP/3 over UDP, mio runtime)"
+    );
+    tracing::debug!(seed = %hex(&seed), "core seed");
+
+    let shards = handle.shards.clone();
+    let signal_handle = signals.handle();
+    let watcher = thread::Builder::new()
+        .name("spooky-signals".into())
+        .spawn(move || {
+            let mut received = 0;
+            for signal in signals.forever() {
+                received += 1;
+                if received == 1 {
+                    tracing::info!(
+                        signal,
+                        "shutdown signal received; draining (signal again to stop at once)"
+                    );
+                    shards.drain();
+                } else {
+                    tracing::warn!(signal, "second shutdown signal; stopping without finishing the drain");
+                    shards.stop();
+                }
+            }
+        })
+        .map_err(|e| with_context(e, "cannot start the signal thread"));
+    let watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            handle.stop();
+            let _ = handle.join();
+            return Err(e);
+        }
+    };
+
+    let result = handle.join();
+    signal_handle.close();
+    let _ = watcher.join();
+    result
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_seeds_differ_and_shard_zero_keeps_the_seed() {
+        let seed = [9; 32];
+        assert_eq!(shard_seed(seed, 0), seed);
+        let seeds: Vec<_> = (0..64).map(|i| shard_seed(seed, i)).collect();
+        for (i, a) in seeds.iter().enumerate() {
+            for b in &seeds[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(shard_seed(seed, 5), shard_seed(seed, 5));
+    }
+
+    #[test]
+    fn hex_is_lowercase_pairs() {
+        assert_eq!(hex(&[0, 0xab, 0x1f]), "00ab1f");
+    }
+}
