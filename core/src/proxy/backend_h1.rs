@@ -341,6 +341,12 @@ impl Core {
                 conn.reusable = keep_alive && conn.input.is_empty();
                 conn.served += 1;
                 conn.parser = None;
+                if conn.paused {
+                    // The next request on this connection must be able to read its response.
+                    conn.paused = false;
+                    self.commands
+                        .push_back(Output::Tcp(tcp, TcpCommand::ResumeRead));
+                }
                 self.end_response(ex);
             }
         }

@@ -342,15 +342,23 @@ impl Core {
             return false;
         };
         let e = &mut self.exchanges[ex];
-        let result = c.quic.send_stream(stream).write_chunks(&mut e.to_backend);
+        // Write until everything is taken or Blocked: only a Blocked write registers the
+        // stream for a Writable event.
+        let mut result = Ok(());
+        while !e.to_backend.is_empty() {
+            match c.quic.send_stream(stream).write_chunks(&mut e.to_backend) {
+                Ok(written) => {
+                    e.to_backend.drain(..written.chunks);
+                }
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
         self.mark_backend_dirty(conn);
         match result {
-            Ok(written) => {
-                let e = &mut self.exchanges[ex];
-                e.to_backend.drain(..written.chunks);
-                e.to_backend.is_empty()
-            }
-            Err(WriteError::Blocked) => false,
+            Ok(()) | Err(WriteError::Blocked) => self.exchanges[ex].to_backend.is_empty(),
             Err(WriteError::Stopped(code)) => {
                 self.on_h3_request_stopped(ex, code.into_inner());
                 false

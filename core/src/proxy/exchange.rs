@@ -279,15 +279,23 @@ impl Core {
             return false;
         };
         let mut stopped = None;
-        if !e.to_client.is_empty() {
+        // Write until everything is taken or quinn-proto says Blocked: only a Blocked write
+        // registers the stream for a Writable event (a partial write does not).
+        while !e.to_client.is_empty() {
             let mut stream = conn.quic.send_stream(e.stream);
             match stream.write_chunks(&mut e.to_client) {
                 Ok(written) => {
                     e.to_client.drain(..written.chunks);
                 }
-                Err(WriteError::Blocked) => {}
-                Err(WriteError::Stopped(code)) => stopped = Some(code.into_inner()),
-                Err(WriteError::ClosedStream) => stopped = Some(Code::REQUEST_CANCELLED.0),
+                Err(WriteError::Blocked) => break,
+                Err(WriteError::Stopped(code)) => {
+                    stopped = Some(code.into_inner());
+                    break;
+                }
+                Err(WriteError::ClosedStream) => {
+                    stopped = Some(Code::REQUEST_CANCELLED.0);
+                    break;
+                }
             }
         }
         let client = e.client;

@@ -45,6 +45,9 @@ use exchange::Exchange;
 use health::{Health, Outlier};
 use pool::Pool;
 
+/// Most datagrams in one GSO batch.
+const MAX_GSO_SEGMENTS: usize = 10;
+
 /// Identifies an exchange in the core's slab.
 type ExId = usize;
 
@@ -244,7 +247,9 @@ impl Core {
             now,
             config,
             rng,
-            max_gso_segments: max_gso_segments.max(1),
+            // Batches over 64 KiB fail with EMSGSIZE; ten full-size datagrams stay under it
+            // (quinn caps its batches the same way).
+            max_gso_segments: max_gso_segments.clamp(1, MAX_GSO_SEGMENTS),
             client_endpoint,
             backend_endpoint,
             clients: Vec::new(),
