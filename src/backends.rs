@@ -109,7 +109,13 @@ impl Backend {
         match &self.kind {
             Kind::Http1 => spawn_h1(&self.shared, self.addr.port()).await?,
             Kind::Http3 { chain, key } => {
-                spawn_h3(&self.shared, self.addr.port(), chain.clone(), key.clone_key()).await?
+                spawn_h3(
+                    &self.shared,
+                    self.addr.port(),
+                    chain.clone(),
+                    key.clone_key(),
+                )
+                .await?
             }
         };
         Ok(())
@@ -161,7 +167,10 @@ fn route(method: &Method, path: &str) -> Route {
     if *method == Method::POST || *method == Method::PUT {
         return Route::Echo;
     }
-    let number = |prefix: &str| path.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok());
+    let number = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+    };
     if let Some(n) = number("/bytes/") {
         Route::Bytes(n as usize)
     } else if let Some(ms) = number("/sleep/") {
@@ -176,7 +185,9 @@ fn route(method: &Method, path: &str) -> Route {
 type HyperBody = BoxBody<Bytes, hyper::Error>;
 
 fn full(bytes: impl Into<Bytes>) -> HyperBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 fn status_code(code: u16) -> StatusCode {
@@ -239,8 +250,7 @@ async fn spawn_h1(shared: &Arc<Shared>, port: u16) -> anyhow::Result<SocketAddr>
             let _ = tcp.set_nodelay(true);
             let shared = accept_shared.clone();
             let connection = tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| handle_h1(shared.clone(), req));
+                let service = hyper::service::service_fn(move |req| handle_h1(shared.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)

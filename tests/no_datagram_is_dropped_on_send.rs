@@ -54,9 +54,6 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SendFailures {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: with UDP GSO the core builds batches of up to max_gso_segments (64) \
-            segments, e.g. 64 x 1452 = 92928 bytes; Linux refuses sends over 64 KiB \
-            (EMSGSIZE) and the runtime drops the whole batch"]
 async fn large_download_drops_no_datagram() {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(SendFailures))
         .expect("this test binary installs the only subscriber");

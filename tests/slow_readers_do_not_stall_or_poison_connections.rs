@@ -61,9 +61,6 @@ async fn response_resumes_when_client_raises_its_stream_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a response blocked by the client's connection-level window (MAX_DATA) never \
-            resumes: flush_to_client writes once, a partial write leaves the stream \
-            unregistered in quinn-proto's connection_blocked list, so no Writable event comes"]
 async fn response_resumes_when_client_raises_its_connection_window() {
     within(async {
         for kind in [Kind::H1, Kind::H3] {
@@ -76,6 +73,7 @@ async fn response_resumes_when_client_raises_its_connection_window() {
 /// Three times: a large download (the client reads slower than the backend writes), then a
 /// small request, which must be answered at once on the same pooled upstream connection.
 async fn small_request_after_large_response(kind: Kind) {
+    support::init_tracing();
     let harness = Harness::start(&[kind]).await;
     let client = harness.client().await;
     let large = 8 * MIB as usize;
@@ -117,9 +115,6 @@ async fn pooled_http3_connection_serves_the_next_request_after_a_large_response(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an HTTP/1.1 upstream connection whose reads were paused (PauseRead) for a \
-            slow client goes back to the pool still paused; the next request on it never \
-            gets its response (504 after timeouts.response_headers)"]
 async fn pooled_http1_connection_serves_the_next_request_after_a_large_response() {
     within(small_request_after_large_response(Kind::H1)).await;
 }

@@ -12,12 +12,14 @@
 //!   the port it got). Every shard also has its own upstream UDP socket (`[::]:0`,
 //!   dual-stack, falling back to `0.0.0.0:0`; not shared) for its connections to HTTP/3
 //!   backends, and its own TCP connections to HTTP/1.1 backends.
-//! - **Receiving.** quinn-udp reads with `recvmmsg` and GRO, straight into per-slot
-//!   `BytesMut` buffers; each datagram batch is split off its buffer and handed to the core
-//!   without a copy (a batch whose `stride` is below its length becomes
-//!   `segment_size: Some(stride)`). mio is edge-triggered, so a socket is read until
-//!   `WouldBlock`, but at most a few `recvmmsg` calls per turn of the loop before timers, TCP
-//!   and the other socket get their turn.
+//! - **Receiving.** quinn-udp reads with `recvmmsg` and GRO straight into large `BytesMut`
+//!   buffers, one per `recvmmsg` slot; each datagram batch is split off its buffer
+//!   (`split_to`) and handed to the core without a copy, and the next message of that slot
+//!   lands right behind it. A slot running low reclaims its buffer in place when nothing
+//!   refers to it any more, or starts a new one. A batch whose `stride` is below its length
+//!   was coalesced by GRO and becomes `segment_size: Some(stride)`. mio is edge-triggered, so
+//!   a socket is read until `WouldBlock`, but at most a few `recvmmsg` calls per turn of the
+//!   loop before timers, TCP and the other socket get their turn.
 //! - **Connection-ID steering.** Every connection ID a shard issues names that shard
 //!   ([`spooky_core::quic::cid`]). When a client's address or port changes, the kernel may hash
 //!   its packets to another shard's listener; that shard looks at each received datagram
@@ -26,15 +28,17 @@
 //!   (once per receive batch). The connection keeps working on the shard that owns it, which
 //!   answers from its own socket bound to the same address.
 //! - **Sending.** After every input the loop drains [`Core::poll_output`] and sends each
-//!   datagram at once (GSO when the core batches). If a socket buffer is full, the datagram is
-//!   kept (its buffer swapped out, not copied), the socket gets WRITABLE interest, and the
-//!   shard takes nothing more from its core, and feeds it no new input, until the datagram is
-//!   out: backpressure instead of loss or spinning.
+//!   datagram at once, GSO batches included (at most 32 datagrams per batch, below the
+//!   kernel's 64 KiB limit; a batch the kernel refuses goes out datagram by datagram). If a
+//!   socket buffer is full, the datagram is kept (its buffer swapped out, not copied), the
+//!   socket gets WRITABLE interest, and the shard takes nothing more from its core, and feeds
+//!   it no new input, until the datagram is out: backpressure instead of loss or spinning.
 //! - **TCP.** Non-blocking connects, a write queue of `Bytes` per connection written with
 //!   `writev` (progress reported as [`TcpEvent::Sent`](spooky_core::TcpEvent::Sent)), reads of
 //!   at most 64 KiB fed one at a time so that `PauseRead` takes effect at once.
 //! - **Timers.** The core's [`Core::poll_timeout`] is the `poll` timeout. The clock is read
-//!   once per wake-up.
+//!   once per wake-up and that `now` goes with every input of the turn; the time left to
+//!   sleep is measured afresh, so that a long turn does not make deadlines late.
 //! - **Control.** [`Handle`] talks to each shard through a command queue and the same waker:
 //!   drain, metrics, stop.
 //!
@@ -59,7 +63,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 use spooky_core::metrics::Metrics;
 use spooky_core::rng::Rng;
-use spooky_core::{Config, Core, CoreParams, CryptoMode, TlsMaterials};
+use spooky_core::{BackendStatus, Config, Core, CoreParams, CryptoMode, TlsMaterials};
 
 use mailbox::{ControlMsg, Mailbox, StatsCells};
 use shard::{Shard, ShardParts};
@@ -163,42 +167,72 @@ impl Handle {
     /// Each shard is asked and the answers are awaited for at most two seconds. A shard that
     /// has exited contributes the counters it ended with.
     pub fn metrics(&self) -> Metrics {
-        let shards = &self.shards;
-        let (reply, answers) = mpsc::channel();
-        let asked: Vec<bool> = shards
-            .mailboxes
-            .iter()
-            .map(|mailbox| mailbox.control(ControlMsg::Metrics(reply.clone())))
-            .collect();
-        drop(reply);
-        let mut answered = vec![false; asked.len()];
+        let answers = self.ask(ControlMsg::Metrics);
         let mut total = Metrics::default();
-        let deadline = Instant::now() + METRICS_WAIT;
-        while asked.iter().zip(&answered).any(|(&a, &done)| a && !done) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match answers.recv_timeout(left) {
-                Ok((index, metrics)) => {
-                    if let Some(done) = answered.get_mut(index)
-                        && !*done
-                    {
-                        *done = true;
-                        total.add(&metrics);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        for (index, stats) in shards.stats.iter().enumerate() {
-            if answered[index] {
-                continue;
-            }
-            let last = stats.final_metrics.lock().ok().and_then(|m| m.clone());
-            match last {
+        for (index, answer) in answers.into_iter().enumerate() {
+            let metrics = answer.or_else(|| {
+                self.shards.stats[index]
+                    .final_metrics
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.clone())
+            });
+            match metrics {
                 Some(metrics) => total.add(&metrics),
                 None => tracing::warn!(shard = index, "shard did not report its metrics in time"),
             }
         }
         total
+    }
+
+    /// What each shard's core knows about each backend: one list per shard (index = shard id),
+    /// since every shard checks health and ejects outliers on its own. Shards that have
+    /// exited (or did not answer within two seconds) give an empty list.
+    pub fn shard_backends(&self) -> Vec<Vec<BackendStatus>> {
+        self.ask(ControlMsg::Backends)
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
+    }
+
+    /// Every backend's status merged over the shards (empty once they have all exited):
+    /// healthy if every shard that answered finds it healthy, ejected if any shard ejected
+    /// it, available if any shard still sends it new requests, in-flight requests summed, the
+    /// highest latency estimate.
+    pub fn backends(&self) -> Vec<BackendStatus> {
+        merge_backends(self.shard_backends())
+    }
+
+    /// Sends every shard a request built by `message` and collects the answers (index =
+    /// shard), waiting at most [`METRICS_WAIT`] in all. `None` for a shard that has exited or
+    /// did not answer in time.
+    fn ask<T>(&self, message: impl Fn(mpsc::Sender<(usize, T)>) -> ControlMsg) -> Vec<Option<T>> {
+        let (reply, answers) = mpsc::channel();
+        let mut waiting = 0;
+        for mailbox in self.shards.mailboxes.iter() {
+            if mailbox.control(message(reply.clone())) {
+                waiting += 1;
+            }
+        }
+        drop(reply);
+        let mut collected: Vec<Option<T>> = (0..self.shards()).map(|_| None).collect();
+        let deadline = Instant::now() + METRICS_WAIT;
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answers.recv_timeout(left) {
+                Ok((index, answer)) => {
+                    if let Some(slot) = collected.get_mut(index)
+                        && slot.is_none()
+                    {
+                        *slot = Some(answer);
+                        waiting -= 1;
+                    }
+                }
+                // Timed out, or every shard that got the request has exited.
+                Err(_) => break,
+            }
+        }
+        collected
     }
 
     /// The runtime's own counters, per shard.
@@ -241,6 +275,25 @@ impl Handle {
         }
         result
     }
+}
+
+/// Merges per-shard backend lists (see [`Handle::backends`]).
+fn merge_backends(per_shard: Vec<Vec<BackendStatus>>) -> Vec<BackendStatus> {
+    let mut merged: Vec<BackendStatus> = Vec::new();
+    for list in per_shard.into_iter().filter(|list| !list.is_empty()) {
+        if merged.is_empty() {
+            merged = list;
+            continue;
+        }
+        for (into, b) in merged.iter_mut().zip(list) {
+            into.healthy &= b.healthy;
+            into.ejected |= b.ejected;
+            into.available |= b.available;
+            into.in_flight += b.in_flight;
+            into.latency_ms = into.latency_ms.max(b.latency_ms);
+        }
+    }
+    merged
 }
 
 /// The number of shards: `runtime.shards`, or one per available CPU.
@@ -289,7 +342,10 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
     let mut listeners = vec![first];
     for index in 1..count {
         let listener = UdpIo::bind_listener(shared).map_err(|e| {
-            with_context(e, format!("shard {index} cannot bind the listener to {shared}"))
+            with_context(
+                e,
+                format!("shard {index} cannot bind the listener to {shared}"),
+            )
         })?;
         listeners.push(listener);
     }
@@ -404,7 +460,10 @@ pub fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result
                     );
                     shards.drain();
                 } else {
-                    tracing::warn!(signal, "second shutdown signal; stopping without finishing the drain");
+                    tracing::warn!(
+                        signal,
+                        "second shutdown signal; stopping without finishing the drain"
+                    );
                     shards.stop();
                 }
             }
@@ -448,6 +507,25 @@ mod tests {
             }
         }
         assert_eq!(shard_seed(seed, 5), shard_seed(seed, 5));
+    }
+
+    #[test]
+    fn backend_lists_merge_over_shards() {
+        let status = |healthy, ejected, available, in_flight, latency_ms| BackendStatus {
+            id: "b".into(),
+            healthy,
+            ejected,
+            available,
+            in_flight,
+            latency_ms,
+        };
+        let merged = merge_backends(vec![
+            vec![status(true, false, true, 2, 1.5)],
+            Vec::new(),
+            vec![status(false, true, false, 3, 0.5)],
+        ]);
+        assert_eq!(merged, vec![status(false, true, true, 5, 1.5)]);
+        assert!(merge_backends(vec![Vec::new(), Vec::new()]).is_empty());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub(super) struct TcpConn {
     reusable: bool,
     /// Responses completed on this connection.
     served: u32,
+    /// The backend closed the connection while `input` still held bytes to parse; the close
+    /// is acted on once they are.
+    peer_closed: Option<Option<String>>,
 }
 
 impl TcpConn {
@@ -84,6 +87,7 @@ impl Core {
                 paused: false,
                 reusable: false,
                 served: 0,
+                peer_closed: None,
             },
         );
         self.commands
@@ -99,14 +103,15 @@ impl Core {
     fn attach_h1(&mut self, ex: ExId, tcp: TcpId) {
         let e = &mut self.exchanges[ex];
         let head = e.head.as_ref().expect("dispatched requests have a head");
+        let whole_body_held = e.req == ReqState::Complete && e.body_held() as u64 == e.body_seen;
         let framing = match head.content_length {
             Some(len) => RequestBodyFraming::ContentLength(len),
-            None if e.req == ReqState::Complete && e.body_seen == 0 => {
-                if head.method.expects_body() {
-                    RequestBodyFraming::ContentLength(0)
-                } else {
-                    RequestBodyFraming::None
-                }
+            None if whole_body_held && e.body_seen == 0 && !head.method.expects_body() => {
+                RequestBodyFraming::None
+            }
+            // The whole body was read ahead: its length is known.
+            None if whole_body_held && e.trailers.is_none() => {
+                RequestBodyFraming::ContentLength(e.body_seen)
             }
             None => RequestBodyFraming::Chunked,
         };
@@ -214,7 +219,15 @@ impl Core {
                     }
                 }
             }
-            TcpEvent::Closed(reason) => self.on_tcp_closed(id, reason),
+            TcpEvent::Closed(reason) => {
+                if conn.exchange.is_some() && !conn.input.is_empty() {
+                    // The response's last bytes are still queued behind a slow client.
+                    conn.peer_closed = Some(reason);
+                    conn.paused = false;
+                    return;
+                }
+                self.on_tcp_closed(id, reason);
+            }
         }
     }
 
@@ -305,6 +318,10 @@ impl Core {
                 if !conn.input.is_empty() {
                     return true;
                 }
+                if let Some(reason) = conn.peer_closed.take() {
+                    self.on_tcp_closed(tcp, reason);
+                    return false;
+                }
                 if conn.paused {
                     conn.paused = false;
                     self.commands
@@ -338,7 +355,7 @@ impl Core {
             ResponseEvent::Body(bytes) => self.send_response_data(ex, bytes),
             ResponseEvent::Trailers(trailers) => self.send_response_trailers(ex, &trailers),
             ResponseEvent::End { keep_alive } => {
-                conn.reusable = keep_alive && conn.input.is_empty();
+                conn.reusable = keep_alive && conn.input.is_empty() && conn.peer_closed.is_none();
                 conn.served += 1;
                 conn.parser = None;
                 if conn.paused {
@@ -360,13 +377,35 @@ impl Core {
             return;
         };
         conn.exchange = None;
-        let clean = self
-            .exchanges
-            .get(ex)
-            .is_some_and(|e| e.request_sent && e.resp == RespState::Complete);
+        let Some(e) = self.exchanges.get_mut(ex) else {
+            self.close_tcp(tcp);
+            return;
+        };
+        if e.resp == RespState::Complete
+            && !e.request_sent
+            && e.h1_framing == RequestBodyFraming::Chunked
+            && e.to_backend.is_empty()
+        {
+            // The response ended before the client finished its request (often only the
+            // stream's FIN was still on its way). The body is abandoned either way; ending it
+            // with the last chunk keeps the connection usable.
+            let mut end = Vec::new();
+            http1::write_last_chunk(None, &mut end);
+            conn.unsent += end.len();
+            self.commands
+                .push_back(Output::Tcp(tcp, TcpCommand::Send(Bytes::from(end))));
+            e.request_sent = true;
+        }
+        let clean = e.request_sent && e.resp == RespState::Complete;
         if clean && conn.reusable && conn.parser.is_none() {
             self.tcp_ready(tcp);
         } else {
+            tracing::debug!(
+                clean,
+                reusable = conn.reusable,
+                parsing = conn.parser.is_some(),
+                "closing backend connection instead of pooling it"
+            );
             self.close_tcp(tcp);
         }
     }

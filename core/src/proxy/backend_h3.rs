@@ -374,7 +374,7 @@ impl Core {
         tracing::debug!(code, "backend stopped reading the request");
         let e = &mut self.exchanges[ex];
         e.to_backend.clear();
-        e.body = None;
+        e.body.clear();
         e.request_sent = true;
         self.stop_reading_request(ex, Code::NO_ERROR);
         self.pump_response(ex);

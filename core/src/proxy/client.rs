@@ -21,6 +21,16 @@ use crate::timer::FixedState;
 /// Most bytes read from a client stream at once: bounds what one exchange buffers.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 
+/// How long a request whose method carries no body may wait for the client to finish its
+/// stream before it is routed anyway.
+const WAIT_FOR_END: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Body bytes read ahead before a backend is chosen. A request that ends within this much is
+/// seen whole, and checked whole, before any of it is forwarded: a body that contradicts its
+/// content-length then never reaches a backend, and HTTP/1.1 backends get a content-length
+/// instead of chunked coding.
+const READ_AHEAD: usize = 64 * 1024;
+
 pub(super) struct ClientConn {
     pub(super) quic: Connection,
     pub(super) session: Session,
@@ -229,6 +239,11 @@ impl Core {
     }
 
     /// Moves the request forward: reads from the client while the backend takes what was read.
+    ///
+    /// Before a backend is chosen, up to [`READ_AHEAD`] bytes of body are read and held; the
+    /// backend is chosen once the request is complete, the client has nothing more to give
+    /// right now, or the held body reaches that limit. From then on, body pieces are framed
+    /// and written as they come, and nothing more is read while the backend is not taking.
     pub(super) fn pump_request(&mut self, ex: ExId) {
         loop {
             let Some(e) = self.exchanges.get_mut(ex) else {
@@ -243,17 +258,20 @@ impl Core {
             let Some(e) = self.exchanges.get_mut(ex) else {
                 return;
             };
-            if e.body.is_some() {
-                if !e.leg.is_attached() {
-                    return;
+            if e.leg.is_attached() && !e.body.is_empty() {
+                while let Some(piece) = self.exchanges[ex].body.pop_front() {
+                    self.frame_body_for_backend(ex, piece);
                 }
-                let body = e.body.take().expect("checked");
-                self.frame_body_for_backend(ex, body);
                 continue;
             }
+            let ready = ready_to_dispatch(e);
             match e.req {
                 ReqState::Abandoned => return,
                 ReqState::Complete => {
+                    if ready {
+                        self.dispatch(ex);
+                        continue;
+                    }
                     if e.leg.is_attached() && !e.request_sent {
                         if !e.end_queued {
                             e.end_queued = true;
@@ -266,6 +284,14 @@ impl Core {
                 }
                 ReqState::Head | ReqState::Body | ReqState::Trailers => {}
             }
+            if e.body_held() >= READ_AHEAD {
+                if ready {
+                    self.dispatch(ex);
+                    continue;
+                }
+                // Wait for the backend to take what is held.
+                return;
+            }
             if e.input.is_empty() {
                 let client = e.client;
                 let stream = e.stream;
@@ -274,7 +300,24 @@ impl Core {
                 };
                 match read_stream(&mut conn.quic, stream, READ_CHUNK) {
                     ReadOutcome::Data(data) => self.exchanges[ex].input = data,
-                    ReadOutcome::Blocked | ReadOutcome::Closed => return,
+                    ReadOutcome::Blocked | ReadOutcome::Closed => {
+                        // The client has nothing more for now: route what there is.
+                        let e = &mut self.exchanges[ex];
+                        if !ready_to_dispatch(e) {
+                            return;
+                        }
+                        if e.awaits_end_of_bodiless_request() {
+                            // A GET's FIN usually follows its HEADERS within a packet or two;
+                            // waiting a moment for it spares the backend a chunked GET (which
+                            // HTTP/1.1 servers often answer by closing the connection).
+                            e.waited_for_end = true;
+                            let at = self.now + WAIT_FOR_END;
+                            self.set_exchange_deadline(ex, at);
+                            return;
+                        }
+                        self.dispatch(ex);
+                        continue;
+                    }
                     ReadOutcome::Finished => {
                         self.on_request_end(ex);
                         continue;
@@ -382,28 +425,8 @@ impl Core {
                 return Ok(());
             }
         }
-        self.peek_request_end(ex);
-        self.dispatch(ex);
+        // The backend is chosen by `pump_request` once some body has been read ahead.
         Ok(())
-    }
-
-    /// After the head, learns cheaply whether the body is empty: clients usually finish the
-    /// stream in the same packet, and an HTTP/1.1 backend wants to know before the head is sent.
-    fn peek_request_end(&mut self, ex: ExId) {
-        let e = &mut self.exchanges[ex];
-        if !e.input.is_empty() {
-            return;
-        }
-        let Some(conn) = self.clients.get_mut(e.client).and_then(Option::as_mut) else {
-            return;
-        };
-        match read_stream(&mut conn.quic, e.stream, READ_CHUNK) {
-            ReadOutcome::Data(data) => e.input = data,
-            ReadOutcome::Finished => {
-                self.on_request_end(ex);
-            }
-            _ => {}
-        }
     }
 
     fn on_request_trailers(&mut self, ex: ExId, block: &[u8]) -> Result<(), ConnectionError> {
@@ -450,7 +473,7 @@ impl Core {
             }
         }
         e.replayable = false;
-        e.body = Some(data);
+        e.body.push_back(data);
     }
 
     /// The client finished its request stream.
@@ -575,4 +598,14 @@ impl Core {
             self.mark_client_dirty(h);
         }
     }
+}
+
+/// The request head is valid and no backend has been chosen yet (nor an answer given).
+pub(super) fn ready_to_dispatch(e: &Exchange) -> bool {
+    matches!(e.leg, super::exchange::Leg::Unassigned)
+        && e.head.is_some()
+        && !matches!(e.req, ReqState::Head | ReqState::Abandoned)
+        && e.resp == super::exchange::RespState::AwaitHead
+        && !e.client_done
+        && e.probe.is_none()
 }

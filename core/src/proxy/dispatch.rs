@@ -133,7 +133,7 @@ impl Core {
                     e.to_backend.push(body);
                 }
             }
-            _ => e.body = Some(body),
+            _ => e.body.push_front(body),
         }
     }
 

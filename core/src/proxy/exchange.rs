@@ -1,6 +1,7 @@
 //! One request in flight: its state on the client side and on the backend side, and the
 //! response path that both kinds of backend share.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -83,8 +84,8 @@ pub(super) struct Exchange {
     pub(super) req: ReqState,
     pub(super) head: Option<Box<RequestHead>>,
     pub(super) body_seen: u64,
-    /// A body piece read from the client, not yet framed for the backend.
-    pub(super) body: Option<Bytes>,
+    /// Body pieces read from the client, not yet framed for the backend.
+    pub(super) body: VecDeque<Bytes>,
     /// Framed bytes the backend has not accepted yet.
     pub(super) to_backend: SmallVec<[Bytes; 3]>,
     pub(super) trailers: Option<FieldSection>,
@@ -112,6 +113,8 @@ pub(super) struct Exchange {
     pub(super) attempt_started: Instant,
     /// A health probe of this backend, not a client's request.
     pub(super) probe: Option<usize>,
+    /// Routing was held back once to wait for the end of a bodiless request.
+    pub(super) waited_for_end: bool,
 
     // Backend → client.
     pub(super) resp: RespState,
@@ -144,7 +147,7 @@ impl Exchange {
             req: ReqState::Head,
             head: None,
             body_seen: 0,
-            body: None,
+            body: VecDeque::new(),
             to_backend: SmallVec::new(),
             trailers: None,
             end_queued: false,
@@ -160,6 +163,7 @@ impl Exchange {
             retrying: false,
             attempt_started: now,
             probe: None,
+            waited_for_end: false,
             resp: RespState::AwaitHead,
             status: 0,
             resp_declared: None,
@@ -168,6 +172,23 @@ impl Exchange {
             finish_client: false,
             client_done: false,
         }
+    }
+
+    /// A GET-like request (no content-length, no body so far) whose stream has not ended:
+    /// worth waiting a moment for its end before routing it.
+    pub(super) fn awaits_end_of_bodiless_request(&self) -> bool {
+        !self.waited_for_end
+            && self.req == ReqState::Body
+            && self.body_seen == 0
+            && self
+                .head
+                .as_ref()
+                .is_some_and(|h| h.content_length.is_none() && !h.method.expects_body())
+    }
+
+    /// Body bytes read from the client and not yet framed for a backend.
+    pub(super) fn body_held(&self) -> usize {
+        self.body.iter().map(Bytes::len).sum()
     }
 
     pub(super) fn is_head_request(&self) -> bool {
@@ -364,7 +385,7 @@ impl Core {
             return;
         }
         e.req = ReqState::Abandoned;
-        e.body = None;
+        e.body.clear();
         e.input = Bytes::new();
         let client = e.client;
         if let Some(conn) = self.clients.get_mut(client).and_then(Option::as_mut) {
@@ -507,6 +528,12 @@ impl Core {
         let Some(e) = self.exchanges.get(ex) else {
             return;
         };
+        if super::client::ready_to_dispatch(e) {
+            // The wait for the end of a bodiless request is over: route it as it is.
+            self.dispatch(ex);
+            self.pump_request(ex);
+            return;
+        }
         if e.resp == RespState::AwaitHead {
             let overall = self.now >= e.started + self.config.timeouts.request;
             let failure = match e.leg {
