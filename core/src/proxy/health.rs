@@ -188,7 +188,15 @@ impl Core {
             }
         }
         if health.state != before {
-            match health.state {
+            if health.state == HealthState::Healthy && backend.outlier.ejected_until.is_some() {
+                // Probes saw it fail and now see it recover (a restart, say): the ejection
+                // was about the failure that is over.
+                backend.outlier.ejected_until = None;
+                backend.outlier.last_ejection_end = Some(self.now);
+                self.timers.set(TimerKey::Uneject(b), None);
+            }
+            let backend = &self.backends[b];
+            match backend.health.state {
                 HealthState::Healthy => tracing::info!(backend = %backend.id, "backend is healthy"),
                 HealthState::Unhealthy => {
                     tracing::warn!(backend = %backend.id, status = ?status, "backend is unhealthy")

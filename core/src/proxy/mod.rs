@@ -338,7 +338,13 @@ impl Core {
     /// Counters.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics.clone();
-        m.exchanges_open = self.exchanges.len() as u64;
+        // Health probes are exchanges too, but not requests.
+        let probes = self
+            .exchanges
+            .iter()
+            .filter(|(_, e)| e.probe.is_some())
+            .count();
+        m.exchanges_open = (self.exchanges.len() - probes) as u64;
         m.connections_open = self.clients.iter().filter(|c| c.is_some()).count() as u64;
         m
     }
