@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use bytes::{Buf, Bytes, BytesMut};
+use h3::client::RequestStream;
 use http::{HeaderMap, Method, Request, StatusCode};
 use rustls_pki_types::CertificateDer;
 
@@ -84,13 +85,23 @@ impl H3Client {
         server_name: &str,
         trust: &Trust,
     ) -> anyhow::Result<H3Client> {
+        H3Client::connect_with(addr, server_name, quinn_client_config(trust)?).await
+    }
+
+    /// Like [`H3Client::connect`], with a quinn client configuration of the caller's (for
+    /// other flow-control windows or timeouts; start from [`quinn_client_config`]).
+    pub async fn connect_with(
+        addr: SocketAddr,
+        server_name: &str,
+        config: quinn::ClientConfig,
+    ) -> anyhow::Result<H3Client> {
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse()?
         } else {
             "0.0.0.0:0".parse()?
         };
         let mut endpoint = quinn::Endpoint::client(bind)?;
-        endpoint.set_default_client_config(quinn_client_config(trust)?);
+        endpoint.set_default_client_config(config);
         let connection = endpoint
             .connect(addr, server_name)?
             .await
@@ -110,6 +121,13 @@ impl H3Client {
     }
 
     /// Sends a request and reads the whole response.
+    ///
+    /// The body goes out (in 64 KiB DATA frames) while the response is read, so a body larger
+    /// than the flow-control windows along the path does not stall an echo. The response
+    /// decides the outcome: once it is complete, a failure to send the rest of the request
+    /// (the server stopped reading, as RFC 9114 §4.1 allows after a complete response) is
+    /// not an error, and what was not sent yet is abandoned (the stream is reset with
+    /// H3_NO_ERROR).
     pub async fn request(
         &self,
         method: Method,
@@ -124,29 +142,40 @@ impl H3Client {
         }
         let request = builder.body(())?;
         let mut send = self.send.clone();
-        let mut stream = send.send_request(request).await?;
-        // Send the body in pieces so large bodies exercise flow control.
-        let mut rest = body;
-        while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(64 * 1024));
-            stream.send_data(piece).await?;
-        }
-        stream.finish().await?;
-        let response = stream.recv_response().await?;
-        let mut collected = BytesMut::new();
-        while let Some(mut chunk) = stream.recv_data().await? {
-            while chunk.has_remaining() {
-                let piece = chunk.chunk();
-                collected.extend_from_slice(piece);
-                let n = piece.len();
-                chunk.advance(n);
+        let stream = send
+            .send_request(request)
+            .await
+            .context("sending the request head")?;
+        let (mut tx, mut rx) = stream.split();
+        let (response, sent) = {
+            let mut sending = std::pin::pin!(send_body(&mut tx, body));
+            let mut receiving = std::pin::pin!(read_response(&mut rx));
+            let mut sent = None;
+            let response = loop {
+                tokio::select! {
+                    result = &mut sending, if sent.is_none() => sent = Some(result),
+                    response = &mut receiving => break response,
+                }
+            };
+            (response, sent)
+        };
+        match (response, sent) {
+            (Ok(response), None) => {
+                // Complete before the request was: the rest of it is not needed.
+                tx.stop_stream(h3::error::Code::H3_NO_ERROR);
+                Ok(response)
+            }
+            (Ok(response), Some(_)) => Ok(response),
+            (Err(e), Some(Err(send_error))) => Err(anyhow!(
+                "{e:#} (sending the request had failed first: {send_error:#})"
+            )),
+            (Err(e), sent) => {
+                if sent.is_none() {
+                    tx.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                }
+                Err(e)
             }
         }
-        Ok(Response {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: collected.freeze(),
-        })
     }
 
     /// A GET with no extra headers.
@@ -154,9 +183,53 @@ impl H3Client {
         self.request(Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// Moves the connection to `socket`, as when the client's address or port changes
+    /// (NAT rebinding): the server sees the same connection from a new address.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
     /// Closes the connection and waits briefly for the close to go out.
     pub async fn close(self) {
         self.connection.close(0x100u32.into(), b"done");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Sends `body` in DATA frames of at most 64 KiB, then ends the request.
+async fn send_body(
+    tx: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    mut body: Bytes,
+) -> anyhow::Result<()> {
+    while !body.is_empty() {
+        let piece = body.split_to(body.len().min(64 * 1024));
+        tx.send_data(piece)
+            .await
+            .context("sending the request body")?;
+    }
+    tx.finish().await.context("finishing the request")
+}
+
+/// Reads the response head and the whole body.
+async fn read_response(
+    rx: &mut RequestStream<h3_quinn::RecvStream, Bytes>,
+) -> anyhow::Result<Response> {
+    let head = rx
+        .recv_response()
+        .await
+        .context("reading the response head")?;
+    let mut collected = BytesMut::new();
+    while let Some(mut chunk) = rx.recv_data().await.context("reading the response body")? {
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            collected.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Response {
+        status: head.status(),
+        headers: head.headers().clone(),
+        body: collected.freeze(),
+    })
 }

@@ -1,14 +1,14 @@
 //! `spooky demo`: a balancer and three local backends in one process, no setup needed.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use spooky_core::TlsMaterials;
 use spooky_core::config::{
-    BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls,
+    BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls, RuntimeKind,
 };
 use spooky_core::quic::crypto::{ServerIdentity, UpstreamVerify};
 
@@ -24,6 +24,76 @@ pub struct DemoOptions {
     pub requests: Option<usize>,
     /// Requests in flight at once when sending.
     pub concurrency: usize,
+    /// The event loop the balancer runs on (the backends and the client run on tokio).
+    pub runtime: RuntimeKind,
+}
+
+/// The running balancer, on either runtime.
+enum Balancer {
+    Tokio(spooky_runtime_tokio::Handle),
+    Mio(spooky_runtime_mio::Handle),
+}
+
+impl Balancer {
+    async fn start(
+        runtime: RuntimeKind,
+        config: Arc<Config>,
+        tls: TlsMaterials,
+        seed: [u8; 32],
+    ) -> std::io::Result<Balancer> {
+        match runtime {
+            RuntimeKind::Tokio => spooky_runtime_tokio::start(config, tls, seed)
+                .await
+                .map(Balancer::Tokio),
+            // Binds the sockets and spawns the shard threads; returns at once.
+            RuntimeKind::Mio => spooky_runtime_mio::start(config, tls, seed).map(Balancer::Mio),
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Balancer::Tokio(handle) => handle.local_addr(),
+            Balancer::Mio(handle) => handle.local_addr(),
+        }
+    }
+
+    /// "tokio runtime" or "mio runtime, N shards".
+    fn describe(&self) -> String {
+        match self {
+            Balancer::Tokio(_) => "tokio runtime".into(),
+            Balancer::Mio(handle) => match handle.shards() {
+                1 => "mio runtime, 1 shard".into(),
+                n => format!("mio runtime, {n} shards"),
+            },
+        }
+    }
+
+    fn drain(&self) {
+        match self {
+            Balancer::Tokio(handle) => handle.drain(),
+            Balancer::Mio(handle) => handle.drain(),
+        }
+    }
+
+    /// Waits for the balancer to end (after [`Balancer::drain`]).
+    async fn join(self) -> anyhow::Result<()> {
+        match self {
+            Balancer::Tokio(handle) => handle.join().await?,
+            Balancer::Mio(handle) => {
+                // A thread of its own rather than `spawn_blocking`: if the caller gives up
+                // waiting, tokio's shutdown does not wait for this thread.
+                let (done, joined) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("spooky-demo-join".into())
+                    .spawn(move || {
+                        let _ = done.send(handle.join());
+                    })
+                    .context("starting a thread to wait for the mio shards")?;
+                joined.await.context("waiting for the mio shards")??;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs the demo.
@@ -81,12 +151,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         backends: verify,
     };
     let seed = crate::os_seed();
-    let handle = spooky_runtime_tokio::start(Arc::new(config), tls, seed)
+    let handle = Balancer::start(options.runtime, Arc::new(config), tls, seed)
         .await
         .with_context(|| format!("starting the balancer on 127.0.0.1:{}", options.port))?;
     let addr = handle.local_addr();
 
-    println!("Spooky is balancing HTTP/3 on https://{addr}/ (round-robin) across:");
+    println!(
+        "Spooky is balancing HTTP/3 on https://{addr}/ (round-robin, {}) across:",
+        handle.describe()
+    );
     for b in &backends {
         let protocol = if b.name == "backend-3" {
             "HTTP/3"
@@ -105,8 +178,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         println!("Draining…");
         handle.drain();
-        handle.join().await?;
-        return Ok(());
+        return handle.join().await;
     };
 
     let client = H3Client::connect(

@@ -8,6 +8,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use spooky::client::{H3Client, Trust};
+use spooky_core::config::RuntimeKind;
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +28,7 @@ enum Command {
         /// The YAML configuration.
         #[arg(short, long, default_value = "config/spooky.yaml")]
         config: PathBuf,
-        /// Event loop (overrides `runtime.kind` in the configuration).
+        /// Event loop (overrides `runtime.kind` in the configuration, whose default is mio).
         #[arg(long)]
         runtime: Option<RuntimeArg>,
     },
@@ -57,6 +58,9 @@ enum Command {
         /// Requests in flight at once with --requests.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Event loop for the balancer (the demo's backends and client always run on tokio).
+        #[arg(long, value_enum, default_value_t = RuntimeArg::Mio)]
+        runtime: RuntimeArg,
     },
     /// Send HTTP/3 requests (quinn + h3) and print the responses.
     Client {
@@ -82,8 +86,19 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum RuntimeArg {
+    /// One tokio task owns the core.
     Tokio,
+    /// Sharded: one thread, one core and one SO_REUSEPORT socket per shard.
     Mio,
+}
+
+impl From<RuntimeArg> for RuntimeKind {
+    fn from(arg: RuntimeArg) -> RuntimeKind {
+        match arg {
+            RuntimeArg::Tokio => RuntimeKind::Tokio,
+            RuntimeArg::Mio => RuntimeKind::Mio,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,19 +130,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, runtime } => {
             let (config, tls) = spooky::load::load(&config)?;
             init_logging(config.log.level.as_str());
-            let kind = match runtime {
-                Some(RuntimeArg::Tokio) => spooky_core::config::RuntimeKind::Tokio,
-                Some(RuntimeArg::Mio) => spooky_core::config::RuntimeKind::Mio,
-                None => config.runtime.kind,
-            };
-            if kind == spooky_core::config::RuntimeKind::Mio {
-                anyhow::bail!(
-                    "the mio runtime is not available in this build yet; use --runtime tokio"
-                );
-            }
+            let kind = runtime.map_or(config.runtime.kind, RuntimeKind::from);
             let seed = spooky::os_seed();
-            tracing::debug!(seed = %spooky::hex(&seed), "core seed");
-            tokio_runtime()?.block_on(spooky_runtime_tokio::run(config, tls, seed))?;
+            match kind {
+                // Blocking; drains on SIGINT/SIGTERM itself and logs the seed at debug level.
+                RuntimeKind::Mio => spooky_runtime_mio::run(config, tls, seed)?,
+                RuntimeKind::Tokio => {
+                    tracing::debug!(seed = %spooky::hex(&seed), "core seed");
+                    tokio_runtime()?.block_on(spooky_runtime_tokio::run(config, tls, seed))?;
+                }
+            }
             Ok(())
         }
         Command::Check { config: path } => {
@@ -150,12 +162,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             requests,
             port,
             concurrency,
+            runtime,
         } => {
             init_logging("warn");
             tokio_runtime()?.block_on(spooky::demo::run(spooky::demo::DemoOptions {
                 port,
                 requests,
                 concurrency,
+                runtime: runtime.into(),
             }))
         }
         Command::Client {

@@ -1,17 +1,23 @@
 //! The `spooky` binary as an operator uses it: `gen-cert` writes a certificate, `check`
 //! accepts the shipped configuration files and rejects broken ones naming the key at fault,
-//! and `demo` runs a balancer with three backends and reports an even split.
+//! `demo` runs a balancer with three backends and reports an even split, and `run` serves
+//! and drains on SIGTERM; `demo` and `run` on both runtimes (mio, the default, and tokio).
 //!
 //! Each command runs the built binary (`CARGO_BIN_EXE_spooky`) as a child process with a time
 //! limit; it is killed if it overruns.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::{Finished, free_udp_port, run_with_limit, scratch_dir, within, workspace_root};
+use spooky::client::{H3Client, Trust};
+use support::{
+    Finished, Runtime, free_udp_port, on_both_runtimes, run_with_limit, scratch_dir, spawn_child,
+    within, workspace_root,
+};
 
 const COMMAND_LIMIT: Duration = Duration::from_secs(30);
 
@@ -131,46 +137,136 @@ async fn check_rejects_a_missing_certificate_naming_the_key() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_splits_requests_evenly() {
-    within(async {
-        let dir = scratch_dir("demo");
-        let port = free_udp_port().to_string();
-        let done = spooky(&dir, &["demo", "--requests", "30", "--port", &port]).await;
-        assert!(
-            done.status.success(),
-            "spooky demo failed:\n{}",
-            done.transcript()
-        );
-        // Lines like "  backend-1  answered    10  (33.3%)".
-        let shares: Vec<(String, u64)> = done
-            .stdout
-            .lines()
-            .filter_map(|line| {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                match words.as_slice() {
-                    [name, "answered", n, ..] => Some((name.to_string(), n.parse().ok()?)),
-                    _ => None,
-                }
-            })
-            .collect();
-        assert_eq!(
-            shares,
-            [
-                ("backend-1".to_string(), 10),
-                ("backend-2".to_string(), 10),
-                ("backend-3".to_string(), 10)
-            ],
-            "uneven or missing split:\n{}",
-            done.transcript()
-        );
-        assert!(
-            done.stdout.contains("30 requests in"),
-            "no summary line:\n{}",
-            done.transcript()
-        );
-        eprintln!("spooky demo took {:?}", done.elapsed);
-        let _ = std::fs::remove_dir_all(&dir);
-    })
-    .await;
+on_both_runtimes!(
+    demo_splits_requests_evenly,
+    run_serves_then_drains_on_sigterm
+);
+
+/// `spooky demo --requests 30`: an even split over the three backends. On mio the demo runs
+/// without `--runtime`, so this also checks that mio is the default.
+async fn demo_splits_requests_evenly(runtime: Runtime) {
+    let dir = scratch_dir("demo");
+    let port = free_udp_port().to_string();
+    let mut args = vec!["demo", "--requests", "30", "--port", &port];
+    if runtime != Runtime::Mio {
+        args.extend(["--runtime", runtime.name()]);
+    }
+    let done = spooky(&dir, &args).await;
+    assert!(
+        done.status.success(),
+        "spooky demo failed:\n{}",
+        done.transcript()
+    );
+    let banner = format!("(round-robin, {runtime} runtime");
+    assert!(
+        done.stdout.contains(&banner),
+        "the demo does not say it runs on {runtime} ({banner:?}):\n{}",
+        done.transcript()
+    );
+    // Lines like "  backend-1  answered    10  (33.3%)".
+    let shares: Vec<(String, u64)> = done
+        .stdout
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [name, "answered", n, ..] => Some((name.to_string(), n.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("backend-1".to_string(), 10),
+            ("backend-2".to_string(), 10),
+            ("backend-3".to_string(), 10)
+        ],
+        "uneven or missing split:\n{}",
+        done.transcript()
+    );
+    assert!(
+        done.stdout.contains("30 requests in"),
+        "no summary line:\n{}",
+        done.transcript()
+    );
+    eprintln!("spooky demo on {runtime} took {:?}", done.elapsed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `spooky run` with a configuration naming one HTTP/1.1 backend (started here): it serves
+/// requests, and SIGTERM makes it drain and exit 0. On mio the configuration has no `runtime`
+/// section and no `--runtime` is given (mio is the default); on tokio `--runtime tokio`.
+async fn run_serves_then_drains_on_sigterm(runtime: Runtime) {
+    let dir = dir_with_certs("run").await;
+    let backend = spooky::backends::start_h1("b1", 0)
+        .await
+        .expect("start a backend");
+    let port = free_udp_port();
+    let config = dir.join("run.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ address: \"127.0.0.1\", port: {port}, tls: {{ cert: certs/cert.pem, key: certs/key.pem }} }}\n\
+             backends:\n  - {{ id: b1, address: \"{}\" }}\n\
+             log: {{ level: info }}\n",
+            backend.addr
+        ),
+    )
+    .expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spooky"));
+    command
+        .args(["run", "-c", config.to_str().unwrap()])
+        .current_dir(&dir)
+        .env_remove("RUST_LOG");
+    if runtime != Runtime::Mio {
+        command.args(["--runtime", runtime.name()]);
+    }
+    let running = spawn_child(command).unwrap_or_else(|e| panic!("spooky run: {e}"));
+
+    // Listening once a plain bind of its port fails.
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::UdpSocket::bind(addr).is_ok() {
+        assert!(Instant::now() < deadline, "spooky run never bound {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cert = std::fs::read(dir.join("certs").join("cert.pem")).expect("read cert.pem");
+    let roots = spooky_core::quic::crypto::parse_certificates(&cert).expect("parse cert.pem");
+    let client = H3Client::connect(addr, "localhost", &Trust::Roots(roots))
+        .await
+        .expect("connect to spooky run");
+    for i in 0..3 {
+        let response = client
+            .get(&format!("/run/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} to spooky run failed: {e:#}"));
+        assert_eq!(response.status, http::StatusCode::OK, "request {i}");
+        assert_eq!(response.header("x-backend"), Some("b1"), "request {i}");
+    }
+    client.close().await;
+    assert_eq!(backend.request_count(), 3);
+
+    running.signal("TERM");
+    let done = running
+        .finish(COMMAND_LIMIT)
+        .await
+        .unwrap_or_else(|e| panic!("spooky run after SIGTERM: {e}"));
+    assert!(
+        done.status.success(),
+        "spooky run did not exit cleanly after SIGTERM:\n{}",
+        done.transcript()
+    );
+    let output = format!("{}{}", done.stdout, done.stderr);
+    let listening = match runtime {
+        Runtime::Tokio => "spooky listening (HTTP/3 over UDP)",
+        Runtime::Mio => "spooky listening (HTTP/3 over UDP, mio runtime)",
+    };
+    assert!(
+        output.contains(listening),
+        "spooky run did not log {listening:?}:\n{}",
+        done.transcript()
+    );
+    backend.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }

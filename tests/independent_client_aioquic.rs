@@ -12,17 +12,18 @@
 mod support;
 
 use support::python::{self, check_results, get, post, run_peer};
-use support::{Harness, Kind, backend_name, within};
+use support::{Harness, Kind, Runtime, backend_name, on_both_runtimes, within};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aioquic_gets_and_posts_over_http3() {
+on_both_runtimes!(without_limit: aioquic_gets_and_posts_over_http3);
+
+async fn aioquic_gets_and_posts_over_http3(runtime: Runtime) {
     // Installing from PyPI has its own limit (support::python::PROVISION_LIMIT).
     let Some(python) = python::python_with("aioquic", "aioquic==1.*").await else {
         return;
     };
     within(async {
         let kinds = [Kind::H1, Kind::H3];
-        let harness = Harness::start(&kinds).await;
+        let harness = Harness::start(runtime, &kinds).await;
         let names: Vec<String> = kinds
             .iter()
             .enumerate()

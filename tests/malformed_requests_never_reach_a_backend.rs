@@ -18,7 +18,7 @@ use spooky::client::Trust;
 use spooky_core::fields::FieldSection;
 use spooky_core::h3::frame::{Frame, FrameReader, ty, write_frame};
 use spooky_core::h3::qpack::{decode_field_section, encode_field_section};
-use support::{Harness, Kind, within};
+use support::{Harness, Kind, Runtime, on_both_runtimes};
 
 /// The client control stream: stream type 0x00, then an empty SETTINGS frame.
 const CONTROL_WITH_SETTINGS: &[u8] = &[0x00, 0x04, 0x00];
@@ -304,8 +304,8 @@ async fn control_request(conn: &RawConn) -> Outcome {
 /// well-formed request per backend) with warm, pooled upstream connections, where a request
 /// whose head is valid is attached at once. Checks that each case is rejected, that no
 /// backend saw any of them, and that well-formed requests still work.
-async fn cases_cold_and_warm(kinds: &[Kind], cases: Vec<Case>) {
-    let harness = Harness::start(kinds).await;
+async fn cases_cold_and_warm(runtime: Runtime, kinds: &[Kind], cases: Vec<Case>) {
+    let harness = Harness::start(runtime, kinds).await;
     let n = kinds.len();
     let mut conn = raw_connect(harness.addr, &harness.trust(), CONTROL_WITH_SETTINGS).await;
 
@@ -354,13 +354,20 @@ async fn cases_cold_and_warm(kinds: &[Kind], cases: Vec<Case>) {
 // current_thread: quinn's connection driver cannot run between writing a case and finishing
 // its stream, so each case (HEADERS, DATA, FIN) leaves in one packet and Spooky has the whole
 // request in hand when it decides.
-#[tokio::test(flavor = "current_thread")]
-async fn malformed_requests_get_400_and_never_reach_a_backend() {
+on_both_runtimes!(
+    current_thread: malformed_requests_get_400_and_never_reach_a_backend,
+    body_length_mismatch_never_reaches_an_http3_backend,
+    body_length_mismatch_never_reaches_an_http1_backend,
+);
+
+on_both_runtimes!(frame_violations_close_the_connection_with_the_right_code);
+
+async fn malformed_requests_get_400_and_never_reach_a_backend(runtime: Runtime) {
     let cases: Vec<Case> = cases()
         .into_iter()
         .filter(|c| !BODY_LENGTH_CASES.contains(&c.name))
         .collect();
-    within(cases_cold_and_warm(&[Kind::H1, Kind::H3], cases)).await;
+    cases_cold_and_warm(runtime, &[Kind::H1, Kind::H3], cases).await;
 }
 
 fn body_length_cases() -> Vec<Case> {
@@ -370,14 +377,12 @@ fn body_length_cases() -> Vec<Case> {
         .collect()
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn body_length_mismatch_never_reaches_an_http3_backend() {
-    within(cases_cold_and_warm(&[Kind::H3], body_length_cases())).await;
+async fn body_length_mismatch_never_reaches_an_http3_backend(runtime: Runtime) {
+    cases_cold_and_warm(runtime, &[Kind::H3], body_length_cases()).await;
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn body_length_mismatch_never_reaches_an_http1_backend() {
-    within(cases_cold_and_warm(&[Kind::H1], body_length_cases())).await;
+async fn body_length_mismatch_never_reaches_an_http1_backend(runtime: Runtime) {
+    cases_cold_and_warm(runtime, &[Kind::H1], body_length_cases()).await;
 }
 
 /// Opens a fresh connection (control stream `control`), lets `violate` break a framing rule,
@@ -410,80 +415,76 @@ async fn write_request_stream(conn: quinn::Connection, wire: Vec<u8>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frame_violations_close_the_connection_with_the_right_code() {
-    within(async {
-        let harness = Harness::start(&[Kind::H1]).await;
-        let mut failures = Vec::new();
-        let mut check = |name: &str, got: Result<u64, String>, want: u64| match got {
-            Ok(code) if code == want => {}
-            Ok(code) => failures.push(format!("{name}: closed with 0x{code:x}, want 0x{want:x}")),
-            Err(e) => failures.push(format!("{name}: {e} (want 0x{want:x})")),
-        };
+async fn frame_violations_close_the_connection_with_the_right_code(runtime: Runtime) {
+    let harness = Harness::start(runtime, &[Kind::H1]).await;
+    let mut failures = Vec::new();
+    let mut check = |name: &str, got: Result<u64, String>, want: u64| match got {
+        Ok(code) if code == want => {}
+        Ok(code) => failures.push(format!("{name}: closed with 0x{code:x}, want 0x{want:x}")),
+        Err(e) => failures.push(format!("{name}: {e} (want 0x{want:x})")),
+    };
 
-        // DATA before HEADERS on a request stream: H3_FRAME_UNEXPECTED.
-        let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
-            let mut wire = Vec::new();
-            write_frame(ty::DATA, b"early", &mut wire);
-            write_request_stream(conn, wire).await;
-        })
-        .await;
-        check("DATA before HEADERS", got, 0x105);
-
-        // A frame type reserved from HTTP/2 (0x02, PRIORITY): H3_FRAME_UNEXPECTED.
-        let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
-            let mut wire = Vec::new();
-            write_frame(0x02, &[0x00], &mut wire);
-            write_request_stream(conn, wire).await;
-        })
-        .await;
-        check("reserved HTTP/2 frame type 0x02", got, 0x105);
-
-        // A second control stream: H3_STREAM_CREATION_ERROR.
-        let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
-            if let Ok(mut second) = conn.open_uni().await {
-                let _ = second.write_all(CONTROL_WITH_SETTINGS).await;
-                tokio::spawn(async move {
-                    let _ = conn.closed().await;
-                    drop(second);
-                });
-            }
-        })
-        .await;
-        check("second control stream", got, 0x103);
-
-        // A control stream whose first frame is GOAWAY, not SETTINGS: H3_MISSING_SETTINGS.
-        let got = close_code(&harness, &[0x00, 0x07, 0x01, 0x00], |_| async {}).await;
-        check("control stream without SETTINGS first", got, 0x10a);
-
-        // A field section with Required Insert Count 1, though our dynamic table has capacity
-        // 0: QPACK_DECOMPRESSION_FAILED.
-        let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
-            let mut wire = Vec::new();
-            write_frame(ty::HEADERS, &[0x01, 0x00, 0x80], &mut wire);
-            write_request_stream(conn, wire).await;
-        })
-        .await;
-        check("HEADERS referencing the dynamic table", got, 0x200);
-
-        assert!(
-            failures.is_empty(),
-            "frame-level violations not handled as RFC 9114 / RFC 9204 require:\n{}",
-            failures.join("\n")
-        );
-        assert_eq!(harness.request_counts(), [0]);
-        let metrics = harness.spooky.metrics().await;
-        assert_eq!(metrics.client_protocol_errors, 5, "metrics: {metrics:?}");
-
-        // Spooky itself is fine: a new connection gets answers.
-        let client = harness.client().await;
-        let response = client
-            .get("/after")
-            .await
-            .expect("request after violations");
-        assert_eq!(response.status, http::StatusCode::OK);
-        client.close().await;
-        harness.shutdown().await;
+    // DATA before HEADERS on a request stream: H3_FRAME_UNEXPECTED.
+    let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
+        let mut wire = Vec::new();
+        write_frame(ty::DATA, b"early", &mut wire);
+        write_request_stream(conn, wire).await;
     })
     .await;
+    check("DATA before HEADERS", got, 0x105);
+
+    // A frame type reserved from HTTP/2 (0x02, PRIORITY): H3_FRAME_UNEXPECTED.
+    let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
+        let mut wire = Vec::new();
+        write_frame(0x02, &[0x00], &mut wire);
+        write_request_stream(conn, wire).await;
+    })
+    .await;
+    check("reserved HTTP/2 frame type 0x02", got, 0x105);
+
+    // A second control stream: H3_STREAM_CREATION_ERROR.
+    let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
+        if let Ok(mut second) = conn.open_uni().await {
+            let _ = second.write_all(CONTROL_WITH_SETTINGS).await;
+            tokio::spawn(async move {
+                let _ = conn.closed().await;
+                drop(second);
+            });
+        }
+    })
+    .await;
+    check("second control stream", got, 0x103);
+
+    // A control stream whose first frame is GOAWAY, not SETTINGS: H3_MISSING_SETTINGS.
+    let got = close_code(&harness, &[0x00, 0x07, 0x01, 0x00], |_| async {}).await;
+    check("control stream without SETTINGS first", got, 0x10a);
+
+    // A field section with Required Insert Count 1, though our dynamic table has capacity
+    // 0: QPACK_DECOMPRESSION_FAILED.
+    let got = close_code(&harness, CONTROL_WITH_SETTINGS, |conn| async move {
+        let mut wire = Vec::new();
+        write_frame(ty::HEADERS, &[0x01, 0x00, 0x80], &mut wire);
+        write_request_stream(conn, wire).await;
+    })
+    .await;
+    check("HEADERS referencing the dynamic table", got, 0x200);
+
+    assert!(
+        failures.is_empty(),
+        "frame-level violations not handled as RFC 9114 / RFC 9204 require:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(harness.request_counts(), [0]);
+    let metrics = harness.spooky.metrics().await;
+    assert_eq!(metrics.client_protocol_errors, 5, "metrics: {metrics:?}");
+
+    // Spooky itself is fine: a new connection gets answers.
+    let client = harness.client().await;
+    let response = client
+        .get("/after")
+        .await
+        .expect("request after violations");
+    assert_eq!(response.status, http::StatusCode::OK);
+    client.close().await;
+    harness.shutdown().await;
 }

@@ -12,23 +12,28 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use spooky::backends::pattern;
-use support::{DuplexClient, Harness, Kind, sha256_hex, within};
+use support::{Harness, Kind, Runtime, on_both_runtimes, sha256_hex};
 
 const MIB: u32 = 1024 * 1024;
 
 /// Downloads `len` bytes through Spooky with a quinn client whose receive windows are
 /// `connection_window` (MAX_DATA) and `stream_window` (MAX_STREAM_DATA).
-async fn download_with_windows(kind: Kind, connection_window: u32, stream_window: u32) {
-    let harness = Harness::start(&[kind]).await;
+async fn download_with_windows(
+    runtime: Runtime,
+    kind: Kind,
+    connection_window: u32,
+    stream_window: u32,
+) {
+    let harness = Harness::start(runtime, &[kind]).await;
     let mut transport = quinn::TransportConfig::default();
     transport.receive_window(connection_window.into());
     transport.stream_receive_window(stream_window.into());
-    let client = DuplexClient::connect_with(harness.addr, &harness.trust(), transport).await;
+    let client = harness.client_with(transport).await;
     let len = 4 * MIB as usize;
     let started = Instant::now();
     let context = format!(
-        "{kind:?} backend, client connection window {connection_window} B, stream window \
-         {stream_window} B"
+        "{runtime} runtime, {kind:?} backend, client connection window {connection_window} B, \
+         stream window {stream_window} B"
     );
     let response = match tokio::time::timeout(
         Duration::from_secs(15),
@@ -50,31 +55,30 @@ async fn download_with_windows(kind: Kind, connection_window: u32, stream_window
     harness.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_resumes_when_client_raises_its_stream_window() {
-    within(async {
-        for kind in [Kind::H1, Kind::H3] {
-            download_with_windows(kind, 64 * MIB, MIB).await;
-        }
-    })
-    .await;
+on_both_runtimes!(
+    response_resumes_when_client_raises_its_stream_window,
+    response_resumes_when_client_raises_its_connection_window,
+    pooled_http3_connection_serves_the_next_request_after_a_large_response,
+    pooled_http1_connection_serves_the_next_request_after_a_large_response
+);
+
+async fn response_resumes_when_client_raises_its_stream_window(runtime: Runtime) {
+    for kind in [Kind::H1, Kind::H3] {
+        download_with_windows(runtime, kind, 64 * MIB, MIB).await;
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn response_resumes_when_client_raises_its_connection_window() {
-    within(async {
-        for kind in [Kind::H1, Kind::H3] {
-            download_with_windows(kind, MIB, 64 * MIB).await;
-        }
-    })
-    .await;
+async fn response_resumes_when_client_raises_its_connection_window(runtime: Runtime) {
+    for kind in [Kind::H1, Kind::H3] {
+        download_with_windows(runtime, kind, MIB, 64 * MIB).await;
+    }
 }
 
 /// Three times: a large download (the client reads slower than the backend writes), then a
 /// small request, which must be answered at once on the same pooled upstream connection.
-async fn small_request_after_large_response(kind: Kind) {
+async fn small_request_after_large_response(runtime: Runtime, kind: Kind) {
     support::init_tracing();
-    let harness = Harness::start(&[kind]).await;
+    let harness = Harness::start(runtime, &[kind]).await;
     let client = harness.client().await;
     let large = 8 * MIB as usize;
     for round in 0..3 {
@@ -109,12 +113,10 @@ async fn small_request_after_large_response(kind: Kind) {
     harness.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pooled_http3_connection_serves_the_next_request_after_a_large_response() {
-    within(small_request_after_large_response(Kind::H3)).await;
+async fn pooled_http3_connection_serves_the_next_request_after_a_large_response(runtime: Runtime) {
+    small_request_after_large_response(runtime, Kind::H3).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pooled_http1_connection_serves_the_next_request_after_a_large_response() {
-    within(small_request_after_large_response(Kind::H1)).await;
+async fn pooled_http1_connection_serves_the_next_request_after_a_large_response(runtime: Runtime) {
+    small_request_after_large_response(runtime, Kind::H1).await;
 }

@@ -1,17 +1,21 @@
 //! Shared setup for the end-to-end scenarios: real backends (hyper for HTTP/1.1, quinn + h3
-//! for HTTP/3) and a real Spooky (`spooky_runtime_tokio::start`) on 127.0.0.1, plus an
-//! independent HTTP/3 client (quinn + h3) connected to it.
+//! for HTTP/3) and a real Spooky on 127.0.0.1, on either runtime ([`Runtime`]: tokio, or mio
+//! with [`MIO_SHARDS`] shards), plus the independent HTTP/3 client (`spooky::client::H3Client`,
+//! quinn + h3) connected to it.
 //!
-//! Every scenario wraps its body in [`within`], so nothing can hang for longer than
-//! [`TEST_LIMIT`].
+//! Every scenario is an `async fn(Runtime)` that [`on_both_runtimes!`] turns into two tests,
+//! `<scenario>::on_tokio` and `<scenario>::on_mio` (`cargo test on_mio` runs one side). Each
+//! runs under [`within`], so nothing can hang for longer than [`TEST_LIMIT`], and a failure
+//! names the runtime it happened on.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 pub mod python;
 
+use std::fmt;
 use std::future::Future;
-use std::io::Read;
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -19,25 +23,132 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use bytes::{Buf, Bytes, BytesMut};
-use http::Method;
 use spooky::backends::{self, Backend};
 use spooky::certs::{self, SelfSigned};
-use spooky::client::{H3Client, Response, Trust};
-use spooky_core::TlsMaterials;
+use spooky::client::{H3Client, Trust};
 use spooky_core::config::{
     BackendConfig, BackendProtocol, Config, Limits, ListenConfig, ListenProtocol, ListenTls,
-    LoadBalancing, Timeouts,
+    LoadBalancing, RuntimeKind, Timeouts,
 };
+use spooky_core::metrics::Metrics;
 use spooky_core::quic::crypto::{ServerIdentity, UpstreamVerify};
-use spooky_runtime_tokio::Handle;
+use spooky_core::{BackendStatus, TlsMaterials};
 
 /// Upper bound for any one scenario.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// The core's seed: fixed, so a failing run can be replayed.
 pub const SEED: [u8; 32] = *b"spooky end-to-end tests seed 001";
+
+/// Shards of the mio runtime in these tests: more than one, so that connection-ID steering
+/// and per-shard state are exercised.
+pub const MIO_SHARDS: u16 = 2;
+
+/// The runtime a scenario runs Spooky on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `spooky_runtime_tokio`: one task owns the core.
+    Tokio,
+    /// `spooky_runtime_mio` with [`MIO_SHARDS`] shards.
+    Mio,
+}
+
+impl Runtime {
+    /// The configuration's name for it.
+    pub fn kind(self) -> RuntimeKind {
+        match self {
+            Runtime::Tokio => RuntimeKind::Tokio,
+            Runtime::Mio => RuntimeKind::Mio,
+        }
+    }
+
+    /// `tokio` or `mio`, as `spooky run --runtime` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Tokio => "tokio",
+            Runtime::Mio => "mio",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// For each scenario `name` (an `async fn(Runtime)` in scope), a module `name` with two tests,
+/// `on_tokio` and `on_mio`, each running the scenario through [`on_runtime`]: under
+/// [`within`], with the runtime named in any failure.
+///
+/// Tests run on multi-threaded tokio (2 workers) unless the list starts with
+/// `current_thread:`. A list that starts with `without_limit:` runs its scenarios without the
+/// [`TEST_LIMIT`] (through [`on_runtime_without_limit`]): for slow set-up outside Spooky
+/// (installing a peer), after which the scenario applies [`within`] itself.
+macro_rules! on_both_runtimes {
+    (current_thread: $($name:ident),+ $(,)?) => {
+        on_both_runtimes!(@expand (flavor = "current_thread") on_runtime $($name),+);
+    };
+    (without_limit: $($name:ident),+ $(,)?) => {
+        on_both_runtimes!(
+            @expand (flavor = "multi_thread", worker_threads = 2) on_runtime_without_limit
+            $($name),+
+        );
+    };
+    ($($name:ident),+ $(,)?) => {
+        on_both_runtimes!(
+            @expand (flavor = "multi_thread", worker_threads = 2) on_runtime $($name),+
+        );
+    };
+    (@expand $flavor:tt $runner:ident $($name:ident),+) => {
+        $(
+            mod $name {
+                #[tokio::test $flavor]
+                async fn on_tokio() {
+                    crate::support::$runner(crate::support::Runtime::Tokio, super::$name).await;
+                }
+
+                #[tokio::test $flavor]
+                async fn on_mio() {
+                    crate::support::$runner(crate::support::Runtime::Mio, super::$name).await;
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_runtimes;
+
+/// Runs `scenario(runtime)` under [`within`] in a task of its own; if it fails (an assertion,
+/// or the time limit), the test fails with the runtime named in the message.
+pub async fn on_runtime<F, Fut>(runtime: Runtime, scenario: F)
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    on_runtime_without_limit(runtime, |runtime| within(scenario(runtime))).await;
+}
+
+/// [`on_runtime`] without the time limit.
+pub async fn on_runtime_without_limit<F, Fut>(runtime: Runtime, scenario: F)
+where
+    F: FnOnce(Runtime) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(scenario(runtime)).await;
+    if let Err(error) = outcome {
+        let message = if error.is_panic() {
+            let payload = error.into_panic();
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "(a panic without a message)".into())
+        } else {
+            error.to_string()
+        };
+        panic!("[{runtime} runtime] {message}");
+    }
+}
 
 /// Runs `body` with a [`TEST_LIMIT`] deadline; panics (failing the test) when it passes.
 pub async fn within<F: Future>(body: F) -> F::Output {
@@ -62,6 +173,155 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A running Spooky on either runtime.
+pub enum Handle {
+    Tokio(spooky_runtime_tokio::Handle),
+    /// Shared with the blocking-pool threads that run its blocking calls.
+    Mio(Arc<spooky_runtime_mio::Handle>),
+}
+
+/// A running Spooky, with the same async methods whatever the runtime (the mio runtime's
+/// blocking calls run on tokio's blocking pool). Dropped without [`Spooky::shutdown`] (a
+/// failed scenario), it stops the instance.
+pub struct Spooky {
+    runtime: Runtime,
+    local_addr: SocketAddr,
+    /// `None` once joined.
+    handle: Option<Handle>,
+}
+
+impl Spooky {
+    /// Starts Spooky on `runtime` (with `config.runtime.shards` shards on mio).
+    pub async fn start(
+        runtime: Runtime,
+        config: Arc<Config>,
+        tls: TlsMaterials,
+        seed: [u8; 32],
+    ) -> io::Result<Spooky> {
+        let handle = match runtime {
+            Runtime::Tokio => Handle::Tokio(spooky_runtime_tokio::start(config, tls, seed).await?),
+            Runtime::Mio => {
+                let shards = config.runtime.shards;
+                let handle = tokio::task::spawn_blocking(move || {
+                    spooky_runtime_mio::start(config, tls, seed)
+                })
+                .await
+                .map_err(io::Error::other)??;
+                if let Some(shards) = shards {
+                    assert_eq!(handle.shards(), usize::from(shards), "mio shards");
+                }
+                Handle::Mio(Arc::new(handle))
+            }
+        };
+        let local_addr = match &handle {
+            Handle::Tokio(h) => h.local_addr(),
+            Handle::Mio(h) => h.local_addr(),
+        };
+        Ok(Spooky {
+            runtime,
+            local_addr,
+            handle: Some(handle),
+        })
+    }
+
+    fn handle(&self) -> &Handle {
+        self.handle.as_ref().expect("spooky has not been joined")
+    }
+
+    /// Which runtime this is.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
+    }
+
+    /// The client-facing UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The core's counters (summed over the shards on mio).
+    pub async fn metrics(&self) -> Metrics {
+        match self.handle() {
+            Handle::Tokio(h) => h.metrics().await,
+            Handle::Mio(h) => {
+                let h = h.clone();
+                tokio::task::spawn_blocking(move || h.metrics())
+                    .await
+                    .expect("mio metrics call panicked")
+            }
+        }
+    }
+
+    /// Every backend's status (merged over the shards on mio).
+    pub async fn backends(&self) -> Vec<BackendStatus> {
+        match self.handle() {
+            Handle::Tokio(h) => h.backends().await,
+            Handle::Mio(h) => {
+                let h = h.clone();
+                tokio::task::spawn_blocking(move || h.backends())
+                    .await
+                    .expect("mio backends call panicked")
+            }
+        }
+    }
+
+    /// Client datagrams the mio shards handed to the shard owning their connection (always 0
+    /// on tokio, which has one core).
+    pub fn steered(&self) -> u64 {
+        match self.handle() {
+            Handle::Tokio(_) => 0,
+            Handle::Mio(h) => h.steered(),
+        }
+    }
+
+    /// Starts a graceful drain.
+    pub fn drain(&self) {
+        match self.handle() {
+            Handle::Tokio(h) => h.drain(),
+            Handle::Mio(h) => h.drain(),
+        }
+    }
+
+    /// Waits for the instance to end (after [`Spooky::drain`]).
+    pub async fn join(mut self) -> io::Result<()> {
+        match self.handle.take().expect("spooky has not been joined") {
+            Handle::Tokio(h) => h.join().await,
+            Handle::Mio(h) => {
+                let h = Arc::try_unwrap(h)
+                    .map_err(|_| io::Error::other("the mio handle is still in use"))?;
+                // A thread of its own, not tokio's blocking pool: the test's runtime waits for
+                // the blocking pool when it shuts down, so shards that never end would hang
+                // the test instead of failing it when a caller stops waiting.
+                let (done, joined) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let _ = done.send(h.join());
+                });
+                joined
+                    .await
+                    .map_err(|_| io::Error::other("the thread joining the mio shards died"))?
+            }
+        }
+    }
+
+    /// Stops at once (no drain) and waits up to 2 s for the instance to end.
+    pub async fn shutdown(self) {
+        match self.handle() {
+            Handle::Tokio(h) => h.abort(),
+            Handle::Mio(h) => h.stop(),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.join()).await;
+    }
+}
+
+impl Drop for Spooky {
+    fn drop(&mut self) {
+        match &self.handle {
+            Some(Handle::Tokio(h)) => h.abort(),
+            Some(Handle::Mio(h)) => h.stop(),
+            None => {}
+        }
+    }
+}
+
 /// The protocol a test backend speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -72,7 +332,7 @@ pub enum Kind {
 }
 
 /// An edit to the assembled configuration.
-pub type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
+pub type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
 
 /// What to start: the backends (in pool order) and Spooky's settings.
 pub struct Setup {
@@ -97,7 +357,7 @@ impl Setup {
     }
 
     /// Edits the assembled configuration just before Spooky starts.
-    pub fn configure(mut self, edit: impl FnOnce(&mut Config) + 'static) -> Setup {
+    pub fn configure(mut self, edit: impl FnOnce(&mut Config) + Send + 'static) -> Setup {
         self.configure.push(Box::new(edit));
         self
     }
@@ -117,8 +377,9 @@ impl Setup {
         self
     }
 
-    /// Starts the backends, then Spooky in front of them.
-    pub async fn start(self) -> Harness {
+    /// Starts the backends, then Spooky in front of them on `runtime` (on mio with
+    /// [`MIO_SHARDS`] shards, unless an edit set `runtime.shards`).
+    pub async fn start(self, runtime: Runtime) -> Harness {
         init_tracing();
         let identity = certs::self_signed(&certs::LOCAL_NAMES).expect("self-signed certificate");
         let mut roots = rustls::RootCertStore::empty();
@@ -177,6 +438,10 @@ impl Setup {
         config.load_balancing = self.load_balancing;
         config.limits = self.limits;
         config.timeouts = self.timeouts;
+        config.runtime.kind = runtime.kind();
+        if runtime == Runtime::Mio {
+            config.runtime.shards = Some(MIO_SHARDS);
+        }
         for edit in self.configure {
             edit(&mut config);
         }
@@ -188,142 +453,18 @@ impl Setup {
             },
             backends: verify,
         };
-        let spooky = spooky_runtime_tokio::start(config.clone(), tls, SEED)
+        let spooky = Spooky::start(runtime, config.clone(), tls, SEED)
             .await
-            .expect("start spooky");
+            .unwrap_or_else(|e| panic!("start spooky on {runtime}: {e}"));
         let addr = spooky.local_addr();
         Harness {
             backends: running,
             spooky,
+            runtime,
             identity,
             addr,
             config,
         }
-    }
-}
-
-/// A client connection (quinn + h3) that sends a request body while it reads the response,
-/// and keeps a complete response even when the server stopped the request stream early.
-///
-/// `H3Client::request` differs in two ways that matter here:
-/// - it sends the whole body before it reads anything, so an echo larger than the
-///   flow-control windows along the path (a few MiB) stalls until the idle timeout, even
-///   against an HTTP/3 backend directly;
-/// - it fails the whole request when finishing the request stream fails. h3 writes a grease
-///   frame when finishing, and if the server has already answered (a fast 502) and sent
-///   STOP_SENDING with H3_NO_ERROR, as RFC 9114 §4.1 allows, that write fails with
-///   "Remote reset: H3_NO_ERROR" and the complete response is discarded, which §4.1 says a
-///   client must not do. Spooky does this whenever a response is complete before the
-///   request's FIN was read, so under load even plain GETs fail now and then.
-///
-/// Clones share the connection (like `H3Client`).
-#[derive(Clone)]
-pub struct DuplexClient {
-    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    connection: quinn::Connection,
-    endpoint: quinn::Endpoint,
-    authority: String,
-}
-
-impl DuplexClient {
-    /// Connects to `addr`, verifying the certificate for "localhost".
-    pub async fn connect(addr: SocketAddr, trust: &Trust) -> DuplexClient {
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(
-            Duration::from_secs(30).try_into().expect("idle timeout"),
-        ));
-        DuplexClient::connect_with(addr, trust, transport).await
-    }
-
-    /// Like [`DuplexClient::connect`], with the given QUIC transport settings (flow-control
-    /// windows, idle timeout).
-    pub async fn connect_with(
-        addr: SocketAddr,
-        trust: &Trust,
-        transport: quinn::TransportConfig,
-    ) -> DuplexClient {
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("endpoint");
-        let mut config = spooky::client::quinn_client_config(trust).expect("client config");
-        config.transport_config(Arc::new(transport));
-        endpoint.set_default_client_config(config);
-        let connection = endpoint
-            .connect(addr, "localhost")
-            .expect("connect")
-            .await
-            .expect("QUIC handshake with spooky");
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection.clone()))
-            .await
-            .expect("HTTP/3 setup");
-        tokio::spawn(async move {
-            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        });
-        DuplexClient {
-            send,
-            connection,
-            endpoint,
-            authority: format!("localhost:{}", addr.port()),
-        }
-    }
-
-    /// A GET without a body.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Response> {
-        self.request(Method::GET, path, Bytes::new()).await
-    }
-
-    /// Sends `method path` with `body` (in 64 KiB DATA frames) while reading the response.
-    /// The response decides the outcome: once it is complete, a failure on the sending side
-    /// (the server stopped reading) is ignored.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> anyhow::Result<Response> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("https://{}{}", self.authority, path))
-            .body(())?;
-        let mut send = self.send.clone();
-        let stream = send.send_request(request).await?;
-        let (mut tx, mut rx) = stream.split();
-        let sender = tokio::spawn(async move {
-            let mut rest = body;
-            while !rest.is_empty() {
-                let piece = rest.split_to(rest.len().min(64 * 1024));
-                tx.send_data(piece)
-                    .await
-                    .context("sending the request body")?;
-            }
-            tx.finish().await.context("finishing the request")?;
-            anyhow::Ok(())
-        });
-        let receiver = async move {
-            let head = rx.recv_response().await.context("response head")?;
-            let mut collected = BytesMut::new();
-            while let Some(mut chunk) = rx.recv_data().await.context("response body")? {
-                while chunk.has_remaining() {
-                    let piece = chunk.chunk();
-                    collected.extend_from_slice(piece);
-                    let n = piece.len();
-                    chunk.advance(n);
-                }
-            }
-            anyhow::Ok(Response {
-                status: head.status(),
-                headers: head.headers().clone(),
-                body: collected.freeze(),
-            })
-        };
-        let response = receiver.await;
-        sender.abort();
-        response
-    }
-
-    /// Closes the connection.
-    pub async fn close(self) {
-        self.connection.close(0x100u32.into(), b"done");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }
 
@@ -341,7 +482,9 @@ pub struct Harness {
     /// The running backends, in pool order (tests may stop and remove some).
     pub backends: Vec<Backend>,
     /// The running Spooky.
-    pub spooky: Handle,
+    pub spooky: Spooky,
+    /// The runtime it runs on.
+    pub runtime: Runtime,
     /// Spooky's certificate (also the HTTP/3 backends' certificate).
     pub identity: SelfSigned,
     /// Where Spooky listens (UDP).
@@ -351,9 +494,9 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// [`Setup::new`] with defaults, started.
-    pub async fn start(backends: &[Kind]) -> Harness {
-        Setup::new(backends).start().await
+    /// [`Setup::new`] with defaults, started on `runtime`.
+    pub async fn start(runtime: Runtime, backends: &[Kind]) -> Harness {
+        Setup::new(backends).start(runtime).await
     }
 
     /// Trust exactly Spooky's generated certificate.
@@ -361,19 +504,22 @@ impl Harness {
         Trust::Roots(vec![self.identity.cert_der.clone()])
     }
 
-    /// A new client connection to Spooky (quinn + h3), verifying the certificate for
-    /// "localhost". This is the client the scenarios use; see [`DuplexClient`] for why it is
-    /// not [`Harness::h3_client`].
-    pub async fn client(&self) -> DuplexClient {
-        DuplexClient::connect(self.addr, &self.trust()).await
-    }
-
-    /// A new `spooky::client::H3Client` connection to Spooky, verifying the certificate for
-    /// "localhost".
-    pub async fn h3_client(&self) -> H3Client {
+    /// A new client connection to Spooky (`spooky::client::H3Client`: quinn + h3), verifying
+    /// the certificate for "localhost".
+    pub async fn client(&self) -> H3Client {
         H3Client::connect(self.addr, "localhost", &self.trust())
             .await
-            .expect("connect to spooky")
+            .unwrap_or_else(|e| panic!("connect to spooky on {}: {e:#}", self.runtime))
+    }
+
+    /// Like [`Harness::client`], with the given QUIC transport settings (flow-control
+    /// windows, idle timeout).
+    pub async fn client_with(&self, transport: quinn::TransportConfig) -> H3Client {
+        let mut config = spooky::client::quinn_client_config(&self.trust()).expect("client config");
+        config.transport_config(Arc::new(transport));
+        H3Client::connect_with(self.addr, "localhost", config)
+            .await
+            .unwrap_or_else(|e| panic!("connect to spooky on {}: {e:#}", self.runtime))
     }
 
     /// Each backend's `request_count()`, in pool order.
@@ -391,8 +537,7 @@ impl Harness {
 
     /// Stops Spooky and the backends.
     pub async fn shutdown(self) {
-        self.spooky.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.spooky.join()).await;
+        self.spooky.shutdown().await;
         for backend in &self.backends {
             backend.stop();
         }
@@ -480,9 +625,18 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs `command` to completion (stdin closed, output captured), killing it after `limit`.
-/// Returns `Err` with what it printed if it had to be killed.
-pub async fn run_with_limit(mut command: Command, limit: Duration) -> Result<Finished, String> {
+/// A child process started by [`spawn_child`]: its output is being collected, and it is
+/// killed if dropped before it has finished.
+pub struct RunningChild {
+    child: KillOnDrop,
+    description: String,
+    started: Instant,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+/// Starts `command` (stdin closed, output captured).
+pub fn spawn_child(mut command: Command) -> Result<RunningChild, String> {
     let started = Instant::now();
     let description = format!("{command:?}");
     command
@@ -496,41 +650,77 @@ pub async fn run_with_limit(mut command: Command, limit: Duration) -> Result<Fin
     );
     let mut stdout = child.0.stdout.take().expect("piped stdout");
     let mut stderr = child.0.stderr.take().expect("piped stderr");
-    let out = std::thread::spawn(move || {
+    let stdout = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = stdout.read_to_end(&mut s);
         String::from_utf8_lossy(&s).into_owned()
     });
-    let err = std::thread::spawn(move || {
+    let stderr = std::thread::spawn(move || {
         let mut s = Vec::new();
         let _ = stderr.read_to_end(&mut s);
         String::from_utf8_lossy(&s).into_owned()
     });
-    let status = loop {
-        match child.0.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() > limit => break None,
-            Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
-            Err(e) => return Err(format!("waiting for {description}: {e}")),
+    Ok(RunningChild {
+        child,
+        description,
+        started,
+        stdout,
+        stderr,
+    })
+}
+
+impl RunningChild {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Sends it `signal` (a name such as `TERM`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal}: {e}"));
+        assert!(status.success(), "kill -{signal} {} failed", self.id());
+    }
+
+    /// Waits for it to exit, killing it after `limit` (counted from its start). Returns `Err`
+    /// with what it printed if it had to be killed.
+    pub async fn finish(mut self, limit: Duration) -> Result<Finished, String> {
+        let description = self.description.clone();
+        let status = loop {
+            match self.child.0.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if self.started.elapsed() > limit => break None,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => return Err(format!("waiting for {description}: {e}")),
+            }
+        };
+        if status.is_none() {
+            let _ = self.child.0.kill();
+            let _ = self.child.0.wait();
         }
-    };
-    if status.is_none() {
-        let _ = child.0.kill();
-        let _ = child.0.wait();
+        let stdout = self.stdout.join().unwrap_or_default();
+        let stderr = self.stderr.join().unwrap_or_default();
+        match status {
+            Some(status) => Ok(Finished {
+                status,
+                stdout,
+                stderr,
+                elapsed: self.started.elapsed(),
+            }),
+            None => Err(format!(
+                "{description} did not finish within {limit:?}; killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+            )),
+        }
     }
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    match status {
-        Some(status) => Ok(Finished {
-            status,
-            stdout,
-            stderr,
-            elapsed: started.elapsed(),
-        }),
-        None => Err(format!(
-            "{description} did not finish within {limit:?}; killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-        )),
-    }
+}
+
+/// Runs `command` to completion (stdin closed, output captured), killing it after `limit`.
+/// Returns `Err` with what it printed if it had to be killed.
+pub async fn run_with_limit(command: Command, limit: Duration) -> Result<Finished, String> {
+    spawn_child(command)?.finish(limit).await
 }
 
 /// A flat JSON object as printed by the Python peers: string, integer, boolean or null values.

@@ -384,7 +384,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            kind: RuntimeKind::Tokio,
+            kind: RuntimeKind::Mio,
             shards: None,
         }
     }

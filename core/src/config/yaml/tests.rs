@@ -158,7 +158,7 @@ fn annotated_sample_loads() {
     // The sample documents the defaults: apart from the explicit choices it matches them.
     assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
     assert_eq!(config.timeouts, Timeouts::default());
-    assert_eq!(config.runtime.kind, RuntimeKind::Tokio);
+    assert_eq!(config.runtime.kind, RuntimeKind::Mio);
     assert_eq!(config.runtime.shards, Some(4));
     assert_eq!(config.circuit_breaker, CircuitBreaker::default());
     assert_eq!(config.outlier_detection, OutlierDetection::default());
