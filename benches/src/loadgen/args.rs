@@ -9,13 +9,18 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::{Config, Protocol, Target, Trust};
+use super::{Config, IdleOptions, Protocol, Target, Trust};
 
 /// Closed-loop HTTP/3 (quinn + h3) and HTTP/1.1 (hyper) load generator.
 ///
 /// Runs CONNECTIONS connections with STREAMS concurrent request loops each (HTTP/1.1:
 /// CONNECTIONS × STREAMS connections, one loop each) and counts the 2xx responses completed
 /// inside the measured window, which follows the warm-up.
+///
+/// With --rate R it is open-loop: requests are scheduled R per second whatever the responses
+/// do, the loops serve as the pool that sends them, and latency counts from the scheduled
+/// start. With --idle-connections N it opens N connections, completes one request on each,
+/// holds them open and closes them (for measuring a server's memory per connection).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
@@ -70,6 +75,28 @@ pub struct Args {
     /// How long one connection attempt may take.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub connect_timeout: Duration,
+    /// Open loop: start this many requests per second on a fixed schedule, regardless of
+    /// completions; latency is measured from each request's scheduled start. The
+    /// CONNECTIONS × STREAMS loops are the pool of senders: make it large enough.
+    #[arg(long, conflicts_with = "idle_connections")]
+    pub rate: Option<f64>,
+    /// Report this process's CPU seconds over the measured window, its RSS and its peak RSS
+    /// (Linux /proc; repeatable).
+    #[arg(long = "watch-pid", value_name = "PID")]
+    pub watch_pids: Vec<u32>,
+    /// Idle mode: open N HTTP/3 connections, complete one request on each, hold them open for
+    /// --hold, report (with the memory of --watch-pid processes while all are open), close.
+    #[arg(long, value_name = "N")]
+    pub idle_connections: Option<usize>,
+    /// Idle mode: how long to hold the connections once all are open.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub hold: Duration,
+    /// Idle mode: connections per client UDP socket.
+    #[arg(long, default_value_t = 100)]
+    pub conns_per_socket: usize,
+    /// Idle mode: handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    pub handshake_concurrency: usize,
 }
 
 impl Args {
@@ -115,7 +142,24 @@ impl Args {
             );
         }
         config.headers = headers;
+        config.rate = self.rate;
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                bail!("--rate must be a positive number of requests per second");
+            }
+        }
+        config.watch_pids = self.watch_pids.clone();
         Ok(config)
+    }
+
+    /// The idle-connection run these arguments ask for, if any.
+    pub fn idle_options(&self) -> Option<IdleOptions> {
+        self.idle_connections.map(|connections| IdleOptions {
+            connections,
+            hold: self.hold,
+            per_socket: self.conns_per_socket,
+            concurrency: self.handshake_concurrency,
+        })
     }
 }
 
@@ -206,6 +250,37 @@ mod tests {
         assert_eq!(c.target.uri.path(), "/");
         assert_eq!(c.shape(), (6, 1));
         assert_eq!(c.requests, Some(100));
+
+        let open_loop = Args::try_parse_from([
+            "loadgen",
+            "http://127.0.0.1:8080",
+            "--rate",
+            "2500.5",
+            "--watch-pid",
+            "1",
+            "--watch-pid",
+            "2",
+        ])
+        .unwrap();
+        let c = open_loop.to_config().unwrap();
+        assert_eq!(c.rate, Some(2500.5));
+        assert_eq!(c.watch_pids, vec![1, 2]);
+        assert!(open_loop.idle_options().is_none());
+        let bad_rate = Args::try_parse_from(["loadgen", "http://127.0.0.1:1", "--rate", "0"]);
+        assert!(bad_rate.unwrap().to_config().is_err());
+
+        let idle = Args::try_parse_from([
+            "loadgen",
+            "https://127.0.0.1:1/",
+            "-k",
+            "--idle-connections",
+            "10000",
+            "--hold",
+            "3s",
+        ])
+        .unwrap();
+        let o = idle.idle_options().unwrap();
+        assert_eq!((o.connections, o.hold), (10_000, Duration::from_secs(3)));
 
         let no_trust = Args::try_parse_from(["loadgen", "https://127.0.0.1:1/"]).unwrap();
         assert!(no_trust.to_config().is_err());

@@ -64,26 +64,14 @@ impl H3Connector {
         };
         let mut endpoint = quinn::Endpoint::client(bind).context("binding a UDP socket")?;
         endpoint.set_default_client_config(self.client_config.clone());
-        let connecting = endpoint.connect(self.addr, &self.server_name)?;
-        let connection = match connecting.await {
-            Ok(c) => c,
-            Err(e) => {
-                endpoint.close(0u32.into(), b"");
-                return Err(e).with_context(|| format!("QUIC handshake with {}", self.addr));
-            }
-        };
-        let (mut driver, send) =
-            match h3::client::new(h3_quinn::Connection::new(connection.clone())).await {
-                Ok(pair) => pair,
+        let (connection, send, driver) =
+            match handshake(&endpoint, self.addr, &self.server_name).await {
+                Ok(parts) => parts,
                 Err(e) => {
-                    connection.close(0u32.into(), b"h3 setup");
                     endpoint.close(0u32.into(), b"");
-                    return Err(e).context("HTTP/3 setup");
+                    return Err(e);
                 }
             };
-        let driver = tokio::spawn(async move {
-            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        });
         Ok(H3Conn {
             endpoint,
             connection,
@@ -92,6 +80,39 @@ impl H3Connector {
             request: self.request.clone(),
         })
     }
+}
+
+/// The parts of an HTTP/3 connection: the QUIC connection, the request sender, and the task
+/// driving the HTTP/3 connection (abort it when done).
+pub(crate) type H3Parts = (
+    quinn::Connection,
+    h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Opens a QUIC connection on `endpoint` (with its default client configuration) and sets up
+/// HTTP/3 on it.
+pub(crate) async fn handshake(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    server_name: &str,
+) -> anyhow::Result<H3Parts> {
+    let connection = endpoint
+        .connect(addr, server_name)?
+        .await
+        .with_context(|| format!("QUIC handshake with {addr}"))?;
+    let (mut driver, send) =
+        match h3::client::new(h3_quinn::Connection::new(connection.clone())).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                connection.close(0u32.into(), b"h3 setup");
+                return Err(e).context("HTTP/3 setup");
+            }
+        };
+    let driver = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    Ok((connection, send, driver))
 }
 
 impl H3Conn {
@@ -122,6 +143,21 @@ pub(crate) struct H3Requester {
     send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     connection: quinn::Connection,
     request: Arc<RequestTemplate>,
+}
+
+impl H3Requester {
+    /// A requester for `request` on a connection set up by [`handshake`].
+    pub(crate) fn new(
+        send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+        connection: quinn::Connection,
+        request: Arc<RequestTemplate>,
+    ) -> H3Requester {
+        H3Requester {
+            send,
+            connection,
+            request,
+        }
+    }
 }
 
 /// Request bodies go out in pieces of this size, so large bodies meet flow control.

@@ -14,6 +14,17 @@
 //! HTTP/1.1 has no multiplexing, so there every request loop has a keep-alive connection of its
 //! own: `connections × streams` TCP connections, the same concurrency as HTTP/3.
 //!
+//! With a request rate ([`Config::rate`]) the run is open-loop instead: request `i` is
+//! scheduled at `start + i / rate` whether or not earlier requests have completed, the request
+//! loops take the scheduled requests in turn, and latency is measured from the scheduled start
+//! (so a server that falls behind is charged for the queueing it causes: no coordinated
+//! omission). The loops are the pool of workers; if all of them are busy, requests start late
+//! and the lateness shows in their latency and in [`Report::late`].
+//!
+//! [`Config::watch_pids`] names processes (the proxy under test) whose CPU time over the
+//! measured window and whose memory are reported alongside the load, see [`ProcReport`].
+//! [`run_idle`] holds many idle connections open instead of generating load.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use spooky_benches::loadgen::{Config, Target, Trust, run};
@@ -29,11 +40,14 @@
 mod args;
 mod h1;
 mod h3;
+mod idle;
+mod procfs;
 mod stats;
 mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -44,8 +58,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use args::{Args, parse_duration};
+pub use idle::{IdleOptions, IdleReport, run_idle};
+pub use procfs::{ProcReport, ProcSnapshot, ProcUsage};
 pub use stats::{ErrorKind, Report, Stats};
-pub use tls::{Trust, client_config};
+pub use tls::{Trust, client_config, client_config_with_idle};
 
 use h1::{H1Conn, H1Connector};
 use h3::{H3Conn, H3Connector, H3Requester, RequestTemplate};
@@ -153,6 +169,10 @@ pub struct Config {
     pub body: Bytes,
     /// Certificate checking (HTTP/3).
     pub trust: Trust,
+    /// Open-loop mode: requests per second started on a fixed schedule (None: closed loop).
+    pub rate: Option<f64>,
+    /// Processes whose CPU time over the measured window and memory are reported.
+    pub watch_pids: Vec<u32>,
 }
 
 impl Config {
@@ -171,6 +191,8 @@ impl Config {
             headers: HeaderMap::new(),
             body: Bytes::new(),
             trust,
+            rate: None,
+            watch_pids: Vec::new(),
         }
     }
 
@@ -203,6 +225,14 @@ struct Plan {
     hard_deadline: Instant,
     budget: Option<u64>,
     issued: AtomicU64,
+    /// Nanoseconds from `window_start` to the first counted request of a budget (u64::MAX
+    /// until there is one): a loop may still be busy with a warm-up request when the window
+    /// opens, and the time it spends on it is not part of the budget's run.
+    first_counted_ns: AtomicU64,
+    /// Open loop: requests per second, and the scheduled requests `(start, counted)` as a
+    /// pacer thread releases them.
+    rate: Option<f64>,
+    tickets: Option<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<(Instant, bool)>>>,
 }
 
 impl Plan {
@@ -217,12 +247,38 @@ impl Plan {
         if now < self.window_start {
             return Some(false); // warm-up: outside the budget, never counted
         }
-        (self.issued.fetch_add(1, Ordering::Relaxed) < budget).then_some(true)
+        let admitted = self.issued.fetch_add(1, Ordering::Relaxed) < budget;
+        if admitted {
+            let ns = now.saturating_duration_since(self.window_start).as_nanos() as u64;
+            self.first_counted_ns.fetch_min(ns, Ordering::Relaxed);
+        }
+        admitted.then_some(true)
+    }
+
+    /// Open loop: waits for the next scheduled request, `(scheduled start, counted)`; `None`
+    /// when the schedule has passed the end of the window (or the budget is spent).
+    async fn next_scheduled(&self) -> Option<(Instant, bool)> {
+        let tickets = self.tickets.as_ref()?;
+        tickets.lock().await.recv().await
+    }
+
+    /// How long the measured part of a budget run took, given its last completion.
+    fn budget_window(&self, last_completion: Duration) -> Duration {
+        let first = self.first_counted_ns.load(Ordering::Relaxed);
+        if first == u64::MAX {
+            return last_completion;
+        }
+        let measured = last_completion.saturating_sub(Duration::from_nanos(first));
+        if measured.is_zero() {
+            last_completion
+        } else {
+            measured
+        }
     }
 
     /// Does a request admitted with `ticket` and finished at `done` count?
     fn counts(&self, ticket: bool, done: Instant) -> bool {
-        if self.budget.is_some() {
+        if self.budget.is_some() || self.rate.is_some() {
             ticket
         } else {
             done >= self.window_start && done <= self.end
@@ -230,6 +286,10 @@ impl Plan {
     }
 
     fn exhausted(&self) -> bool {
+        if self.rate.is_some() {
+            // Open loop: the schedule, not the budget, says when to stop.
+            return Instant::now() >= self.end;
+        }
         self.budget
             .is_some_and(|b| self.issued.load(Ordering::Relaxed) >= b)
     }
@@ -294,10 +354,20 @@ enum LoopEnd {
 async fn request_loop(mut requester: Requester, plan: Arc<Plan>) -> (Stats, LoopEnd, Requester) {
     let mut stats = Stats::default();
     loop {
-        let Some(ticket) = plan.admit(Instant::now()) else {
-            return (stats, LoopEnd::Done, requester);
+        let (start, ticket) = if plan.rate.is_some() {
+            let Some((at, counted)) = plan.next_scheduled().await else {
+                return (stats, LoopEnd::Done, requester);
+            };
+            if counted && Instant::now().saturating_duration_since(at) > LATE {
+                stats.late += 1;
+            }
+            (at, counted)
+        } else {
+            let Some(ticket) = plan.admit(Instant::now()) else {
+                return (stats, LoopEnd::Done, requester);
+            };
+            (Instant::now(), ticket)
         };
-        let start = Instant::now();
         let outcome = match tokio::time::timeout_at(plan.hard_deadline, requester.request()).await {
             Ok(outcome) => outcome,
             Err(_) => {
@@ -328,6 +398,49 @@ async fn request_loop(mut requester: Requester, plan: Arc<Plan>) -> (Stats, Loop
                 }
             }
             Outcome::Gone => return (stats, LoopEnd::Broken, requester),
+        }
+    }
+}
+
+/// A scheduled request that starts later than this after its time counts as late.
+const LATE: Duration = Duration::from_millis(1);
+
+/// Open loop: releases request `i` at `start + i / rate` into `tickets`, as
+/// `(scheduled start, counted)`, until the schedule reaches `end` (or `budget` counted requests
+/// have been released, or nobody listens any more).
+///
+/// A thread of its own, because tokio's timers tick in whole milliseconds: waiting for each
+/// scheduled start on them would make every request up to a millisecond late, and that
+/// lateness would be charged to the server. `std::thread::sleep` wakes within tens of
+/// microseconds; requests due while the thread slept are released together when it wakes.
+fn pace(
+    rate: f64,
+    start: Instant,
+    window_start: Instant,
+    end: Instant,
+    budget: Option<u64>,
+    tickets: tokio::sync::mpsc::Sender<(Instant, bool)>,
+) {
+    let (start, window_start, end) = (start.into_std(), window_start.into_std(), end.into_std());
+    let mut counted_so_far = 0u64;
+    for i in 0u64.. {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        if at >= end {
+            break;
+        }
+        let counted = at >= window_start;
+        if counted {
+            if budget.is_some_and(|b| counted_so_far >= b) {
+                break;
+            }
+            counted_so_far += 1;
+        }
+        let now = std::time::Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        if tickets.blocking_send((at.into(), counted)).is_err() {
+            break;
         }
     }
 }
@@ -453,16 +566,53 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
         established.push(conn);
     }
 
+    if let Some(rate) = config.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "the request rate must be a positive number, not {rate}"
+        );
+    }
     let start = Instant::now();
     let window_start = start + config.warmup;
     let end = window_start + config.duration;
-    let plan = Arc::new(Plan {
+    let mut plan = Plan {
         window_start,
         end,
         hard_deadline: end + config.grace,
         budget: config.requests,
         issued: AtomicU64::new(0),
-    });
+        first_counted_ns: AtomicU64::new(u64::MAX),
+        rate: config.rate,
+        tickets: None,
+    };
+    let pacer = match config.rate {
+        Some(rate) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4096);
+            plan.tickets = Some(tokio::sync::Mutex::new(rx));
+            let budget = config.requests;
+            Some(
+                std::thread::Builder::new()
+                    .name("loadgen-pacer".into())
+                    .spawn(move || pace(rate, start, window_start, end, budget, tx))
+                    .context("starting the pacer thread")?,
+            )
+        }
+        None => None,
+    };
+    let plan = Arc::new(plan);
+    // CPU and memory readings at the edges of the measured window.
+    let before: Arc<Mutex<Option<ProcSnapshot>>> = Arc::default();
+    let monitor = {
+        let pids = config.watch_pids.clone();
+        let before = before.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(window_start).await;
+            let snapshot = ProcSnapshot::take(&pids);
+            *before.lock().expect("not poisoned") = Some(snapshot);
+            tokio::time::sleep_until(end).await;
+            ProcSnapshot::take(&pids)
+        })
+    };
     let mut tasks = JoinSet::new();
     for conn in established {
         tasks.spawn(connection_task(
@@ -476,10 +626,32 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     while let Some(joined) = tasks.join_next().await {
         stats.merge(&joined.expect("connection task panicked"));
     }
+    if let Some(pacer) = pacer {
+        // Every loop has ended, so the channel is closed and the thread has stopped or stops
+        // at its next release.
+        if let Some(Ok(mut rx)) = plan.tickets.as_ref().map(|t| t.try_lock()) {
+            rx.close();
+        }
+        let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
+    }
     let measured = if config.requests.is_some() {
-        stats.last_completion.min(config.duration)
+        plan.budget_window(stats.last_completion.min(config.duration))
     } else {
         (Instant::now().min(end)).saturating_duration_since(window_start)
     };
-    Ok(stats.report(measured))
+    // A budget may finish before the window's planned end: read the end state now then.
+    let after = if monitor.is_finished() {
+        monitor.await.ok()
+    } else {
+        monitor.abort();
+        Some(ProcSnapshot::take(&config.watch_pids))
+    };
+    let before = before.lock().expect("not poisoned").take();
+    let mut report = stats.report(measured);
+    report.target_rps = config.rate;
+    report.proc = match (before, after) {
+        (Some(b), Some(a)) => ProcReport::between(&b, &a),
+        _ => ProcReport::memory(&config.watch_pids),
+    };
+    Ok(report)
 }

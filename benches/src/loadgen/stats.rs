@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::procfs::ProcReport;
+
 /// Why a request (or a connection attempt) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErrorKind {
@@ -59,6 +61,8 @@ pub struct Stats {
     pub connects: u64,
     /// Time from the start of the measured window to the last counted completion.
     pub last_completion: Duration,
+    /// Open loop: counted requests that started more than 1 ms after their scheduled time.
+    pub late: u64,
 }
 
 /// Highest latency the histograms track; longer ones are clamped to it.
@@ -76,6 +80,7 @@ impl Default for Stats {
             cancelled: 0,
             connects: 0,
             last_completion: Duration::ZERO,
+            late: 0,
         }
     }
 }
@@ -122,6 +127,7 @@ impl Stats {
         self.cancelled += other.cancelled;
         self.connects += other.connects;
         self.last_completion = self.last_completion.max(other.last_completion);
+        self.late += other.late;
     }
 
     /// Total failures of every kind.
@@ -162,6 +168,9 @@ impl Stats {
             status_codes: self.non_2xx.clone(),
             cancelled: self.cancelled,
             connects: self.connects,
+            late: self.late,
+            target_rps: None,
+            proc: ProcReport::default(),
         }
     }
 }
@@ -203,6 +212,12 @@ pub struct Report {
     pub cancelled: u64,
     /// Connections established (including reconnects).
     pub connects: u64,
+    /// Open loop: counted requests that started more than 1 ms behind their schedule.
+    pub late: u64,
+    /// Open loop: the requested rate (requests per second).
+    pub target_rps: Option<f64>,
+    /// CPU time and memory of watched processes, core utilisation, the generator's CPU time.
+    pub proc: ProcReport,
 }
 
 impl Report {
@@ -240,7 +255,17 @@ impl Report {
             let sep = if i == 0 { "" } else { "," };
             let _ = write!(s, "{sep}\"{code}\":{n}");
         }
-        s.push_str("}}");
+        s.push('}');
+        let _ = write!(s, ",\"late\":{}", self.late);
+        match self.target_rps {
+            Some(r) => {
+                let _ = write!(s, ",\"target_rps\":{r:.3}");
+            }
+            None => s.push_str(",\"target_rps\":null"),
+        }
+        s.push(',');
+        s.push_str(&self.proc.json_members());
+        s.push('}');
         s
     }
 
@@ -304,6 +329,16 @@ impl Report {
         s.push('\n');
         let _ = writeln!(s, "  {:<12}{:>14}", "cancelled", self.cancelled);
         let _ = writeln!(s, "  {:<12}{:>14}", "connects", self.connects);
+        if let Some(rate) = self.target_rps {
+            let _ = writeln!(
+                s,
+                "  {:<12}{:>14}   ({} started more than 1 ms late)",
+                "target rate",
+                format!("{rate:.1}/s"),
+                self.late
+            );
+        }
+        s.push_str(&self.proc.to_table());
         s
     }
 }

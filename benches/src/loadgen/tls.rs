@@ -83,6 +83,15 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
 /// A quinn client configuration for HTTP/3 (ALPN `h3`, TLS 1.3) with the given trust.
 pub fn client_config(trust: &Trust) -> anyhow::Result<quinn::ClientConfig> {
+    // Long enough never to fire during a run; runs end with an explicit close, not a timeout.
+    client_config_with_idle(trust, Duration::from_secs(30))
+}
+
+/// [`client_config`] with the given QUIC idle timeout.
+pub fn client_config_with_idle(
+    trust: &Trust,
+    idle_timeout: Duration,
+) -> anyhow::Result<quinn::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?;
@@ -105,8 +114,7 @@ pub fn client_config(trust: &Trust) -> anyhow::Result<quinn::ClientConfig> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    // Long enough never to fire during a run; runs end with an explicit close, not a timeout.
-    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
+    transport.max_idle_timeout(Some(idle_timeout.try_into()?));
     // Room for many concurrent streams with large responses.
     transport.stream_receive_window((4u32 << 20).into());
     transport.receive_window((32u32 << 20).into());
