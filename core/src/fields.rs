@@ -27,6 +27,14 @@ impl FieldSection {
         Self::default()
     }
 
+    /// An empty section with room for `bytes` of names and values and `fields` fields.
+    pub fn with_capacity(bytes: usize, fields: usize) -> Self {
+        FieldSection {
+            buf: Vec::with_capacity(bytes),
+            fields: SmallVec::with_capacity(fields),
+        }
+    }
+
     /// Appends a field; names and values are copied as given (no case folding, no checks).
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         let name_start = self.buf.len() as u32;

@@ -543,8 +543,8 @@ impl Shard {
                     return;
                 }
             };
-            // Every received slot is taken and fed, even if a send blocks meanwhile: the
-            // core then only queues its answers.
+            // Every received slot is fed before the core's output is drained: answers to
+            // datagrams of one connection then share packets (fewer, fuller sends).
             for index in 0..count {
                 let socket = match kind {
                     SocketKind::Listener => &self.listener,
@@ -556,10 +556,13 @@ impl Shard {
                     _ => self.feed(kind, received),
                 }
             }
+            self.settle();
             self.wake_steered_peers();
         }
     }
 
+    /// Feeds a datagram without draining the core's output: the caller settles once the
+    /// whole receive batch is in.
     fn feed(&mut self, socket: SocketKind, received: Received) {
         let Received {
             from,
@@ -568,7 +571,7 @@ impl Shard {
             data,
             segment_size,
         } = received;
-        self.input(Input::Datagram(Datagram {
+        self.core.handle_input(Input::Datagram(Datagram {
             now: self.now,
             socket,
             from,
@@ -658,7 +661,7 @@ impl Shard {
                 return;
             };
             self.counters.steered_in += steered.count;
-            self.input(Input::Datagram(Datagram {
+            self.core.handle_input(Input::Datagram(Datagram {
                 now: self.now,
                 socket: SocketKind::Listener,
                 from: steered.from,
@@ -667,15 +670,15 @@ impl Shard {
                 data: steered.data,
                 segment_size: steered.segment_size,
             }));
+            self.settle();
         }
     }
 
     // ---- TCP ----
 
-    /// Queues an event for the core and feeds it (with any queued before it).
+    /// Queues an event for the core; it is fed at the next settle.
     fn tcp_event(&mut self, id: TcpId, event: TcpEvent) {
         self.tcp_events.push_back((id, event));
-        self.settle();
     }
 
     /// Carries out a command from `poll_output`. Events it causes are queued, to be fed once
@@ -741,10 +744,10 @@ impl Shard {
     fn service_tcp(&mut self) {
         for _ in 0..self.tcp_ready.len() {
             if self.pending.is_some() || self.stop {
-                return;
+                break;
             }
             let Some(key) = self.tcp_ready.pop_front() else {
-                return;
+                break;
             };
             let Some(conn) = self.tcp.conns.get_mut(key) else {
                 continue;
@@ -752,6 +755,9 @@ impl Shard {
             conn.scheduled = false;
             self.service_conn(key);
         }
+        // Every ready connection was read before the core's output is drained: responses
+        // from several backends to one client connection then share packets.
+        self.settle();
     }
 
     fn service_conn(&mut self, key: usize) {
@@ -815,7 +821,15 @@ impl Shard {
                 return;
             }
             match conn.read_chunk(&mut self.tcp_read) {
-                ReadOutcome::Data(bytes) => self.tcp_event(id, TcpEvent::Data(bytes)),
+                ReadOutcome::Data(bytes) => {
+                    let full = bytes.len() == crate::tcp::READ_CHUNK;
+                    self.tcp_event(id, TcpEvent::Data(bytes));
+                    if full {
+                        // More is waiting: let the core see this chunk first, so that a
+                        // PauseRead takes effect before the next read.
+                        self.settle();
+                    }
+                }
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Closed(reason) => {
                     self.tcp.remove(self.poll.registry(), key);

@@ -117,6 +117,11 @@ impl TcpConn {
                 Ok(n) => {
                     // SAFETY: `read` wrote `n` bytes at the start of the spare capacity.
                     unsafe { buf.set_len(n) };
+                    if n < len {
+                        // A short read emptied the socket: more data brings a new edge, so
+                        // there is no need to spend a syscall on the WouldBlock.
+                        self.readable = false;
+                    }
                     return ReadOutcome::Data(buf.split_to(n).freeze());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

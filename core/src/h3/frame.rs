@@ -304,6 +304,14 @@ pub fn write_frame(frame_type: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Writes a frame header (type and payload length) at the start of `out` and returns its
+/// length (at most 16 bytes).
+pub fn header_bytes(frame_type: u64, payload_len: u64, out: &mut [u8; 16]) -> usize {
+    let a = varint::write(frame_type, &mut out[..8]);
+    let b = varint::write(payload_len, &mut out[a..a + 8]);
+    a + b
+}
+
 /// A DATA frame header for a payload of `len` bytes, as a small owned buffer.
 pub fn data_header(len: usize) -> Bytes {
     let mut out = Vec::with_capacity(9);

@@ -27,6 +27,20 @@ pub fn encode(v: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes `v` (at most [`MAX`]) at the start of `out` (8 bytes suffice) and returns its length.
+pub fn write(v: u64, out: &mut [u8]) -> usize {
+    let len = encoded_len(v);
+    let tag: u64 = match len {
+        1 => 0,
+        2 => 0x4000,
+        4 => 0x8000_0000,
+        _ => 0xc000_0000_0000_0000,
+    };
+    let bytes = (v | tag).to_be_bytes();
+    out[..len].copy_from_slice(&bytes[8 - len..]);
+    len
+}
+
 /// Decodes a varint from the start of `buf`: `Some((value, bytes used))`, or `None` if `buf`
 /// holds only part of one.
 pub fn decode(buf: &[u8]) -> Option<(u64, usize)> {
@@ -65,6 +79,17 @@ mod tests {
         }
         // A non-minimal encoding is still a valid varint.
         assert_eq!(decode(&[0x40, 0x25]), Some((37, 2)));
+    }
+
+    #[test]
+    fn write_matches_encode() {
+        for v in [0, 37, 63, 64, 15_293, 16_384, 494_878_333, 1 << 30, MAX] {
+            let mut a = Vec::new();
+            encode(v, &mut a);
+            let mut b = [0u8; 8];
+            let n = write(v, &mut b);
+            assert_eq!(&b[..n], &a[..]);
+        }
     }
 
     #[test]

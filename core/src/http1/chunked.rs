@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes};
 use super::block::{BlockParse, FieldBlock};
 use super::request::{write_field, write_hex};
 use super::response::{
-    ParseError, ParserLimits, header_capacity, lowercase_name, map_httparse_error,
+    ParseError, ParserLimits, STACK_HEADERS, header_slots, lowercase_name, map_httparse_error,
 };
 use crate::fields::FieldSection;
 
@@ -245,8 +245,10 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Parses a trailer section (field lines then an empty line) with `httparse`.
 fn parse_trailers(buf: &[u8], max_headers: usize) -> BlockParse<FieldSection> {
-    let mut headers = vec![httparse::EMPTY_HEADER; header_capacity(buf, max_headers)];
-    match httparse::parse_headers(buf, &mut headers) {
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let headers = header_slots(buf, max_headers, &mut on_stack, &mut on_heap);
+    match httparse::parse_headers(buf, headers) {
         Ok(httparse::Status::Complete((len, headers))) => {
             let mut fields = FieldSection::new();
             for h in headers {

@@ -380,8 +380,10 @@ struct ParsedHead {
 
 /// Parses a response head with `httparse` and interprets it.
 fn parse_head(buf: &[u8], max_headers: usize, request: RequestKind) -> BlockParse<ParsedHead> {
-    let mut headers = vec![httparse::EMPTY_HEADER; header_capacity(buf, max_headers)];
-    let mut response = httparse::Response::new(&mut headers);
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let headers = header_slots(buf, max_headers, &mut on_stack, &mut on_heap);
+    let mut response = httparse::Response::new(headers);
     match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => {
             let (Some(version), Some(status)) = (response.version, response.code) else {
@@ -400,6 +402,25 @@ fn parse_head(buf: &[u8], max_headers: usize, request: RequestKind) -> BlockPars
 /// cost a large allocation per parse.
 pub(crate) fn header_capacity(buf: &[u8], max_headers: usize) -> usize {
     max_headers.min(buf.len() / 3 + 1)
+}
+
+/// Header slots kept on the stack; heads with more fields use the heap.
+pub(crate) const STACK_HEADERS: usize = 48;
+
+/// The `httparse` header array for `buf`: stack slots when they suffice, else heap slots.
+pub(crate) fn header_slots<'a, 'h>(
+    buf: &[u8],
+    max_headers: usize,
+    on_stack: &'a mut [httparse::Header<'h>; STACK_HEADERS],
+    on_heap: &'a mut Vec<httparse::Header<'h>>,
+) -> &'a mut [httparse::Header<'h>] {
+    let capacity = header_capacity(buf, max_headers);
+    if capacity <= STACK_HEADERS {
+        &mut on_stack[..capacity]
+    } else {
+        *on_heap = vec![httparse::EMPTY_HEADER; capacity];
+        on_heap
+    }
 }
 
 /// Translates an `httparse` error; `after_line_end` tells whether `buf` follows a line ending
@@ -603,7 +624,8 @@ fn interpret_head(
     };
 
     // Fields for HTTP/3.
-    let mut fields = FieldSection::new();
+    let bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut fields = FieldSection::with_capacity(bytes, headers.len());
     let mut length_written = false;
     for h in headers {
         let name = lowercase_name(h.name.as_bytes());

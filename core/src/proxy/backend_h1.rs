@@ -121,9 +121,10 @@ impl Core {
             &[b"host", b"content-length", b"te"],
             true,
         );
-        let mut out = Vec::with_capacity(256);
+        let out = &mut self.scratch;
+        out.clear();
         http1::write_request_head(
-            &mut out,
+            out,
             head.method_bytes(),
             head.path().unwrap_or(b"/"),
             head.authority().unwrap_or_default(),
@@ -138,7 +139,9 @@ impl Core {
             },
         );
         e.h1_framing = framing;
-        e.to_backend.insert(0, Bytes::from(out));
+        let head_bytes = self.arena.copy(&[&self.scratch]);
+        let e = &mut self.exchanges[ex];
+        e.to_backend.insert(0, head_bytes);
         e.leg = Leg::H1 { tcp };
         let Some(conn) = self.tcp.get_mut(&tcp) else {
             return;

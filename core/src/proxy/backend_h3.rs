@@ -125,7 +125,11 @@ impl Core {
             (b":authority", head.authority().unwrap_or_default()),
             (b":path", head.path().unwrap_or(b"/")),
         ];
-        let frame = headers_frame(pseudo.into_iter().chain(regular.iter()), &mut self.scratch);
+        let frame = headers_frame(
+            pseudo.into_iter().chain(regular.iter()),
+            &mut self.scratch,
+            &mut self.arena,
+        );
         let e = &mut self.exchanges[ex];
         e.to_backend.insert(0, frame);
         e.leg = Leg::H3 {

@@ -386,7 +386,8 @@ impl Core {
 
     fn on_request_head(&mut self, ex: ExId, block: &[u8]) -> Result<(), ConnectionError> {
         self.metrics.requests += 1;
-        let mut fields = FieldSection::new();
+        // Decoding can expand the block (Huffman, static names): room for twice its size.
+        let mut fields = FieldSection::with_capacity(block.len() * 2, 16);
         let limit = self.config.limits.max_header_size as usize;
         match qpack::decode_field_section(block, limit, &mut fields) {
             Ok(()) => {}

@@ -118,14 +118,15 @@ impl Core {
         e.body_forwarded = true;
         match &e.leg {
             Leg::H3 { .. } => {
-                e.to_backend.push(frame::data_header(body.len()));
+                e.to_backend
+                    .push(self.arena.frame_header(frame::ty::DATA, body.len()));
                 e.to_backend.push(body);
             }
             Leg::H1 { .. } => {
                 if e.h1_framing == RequestBodyFraming::Chunked {
                     let mut header = Vec::with_capacity(10);
                     http1::write_chunk_header(body.len(), &mut header);
-                    e.to_backend.push(Bytes::from(header));
+                    e.to_backend.push(self.arena.copy(&[&header]));
                     e.to_backend.push(body);
                     e.to_backend
                         .push(Bytes::from_static(http1::CHUNK_TRAILER_CRLF));
@@ -143,7 +144,7 @@ impl Core {
         match &e.leg {
             Leg::H3 { .. } => {
                 if let Some(trailers) = e.trailers.take() {
-                    let frame = headers_frame(trailers.iter(), &mut self.scratch);
+                    let frame = headers_frame(trailers.iter(), &mut self.scratch, &mut self.arena);
                     self.exchanges[ex].to_backend.push(frame);
                 }
             }
@@ -179,7 +180,7 @@ pub(super) fn forwarded_fields(
     skip: &[&[u8]],
     join_cookies: bool,
 ) -> FieldSection {
-    let mut out = FieldSection::new();
+    let mut out = FieldSection::with_capacity(head.fields.rfc_size(), head.fields.len() + 2);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut cookies: Option<Vec<u8>> = None;
     for (name, value) in head.regular_fields() {
@@ -216,7 +217,7 @@ pub(super) fn forwarded_fields(
     if !xff.is_empty() {
         xff.extend_from_slice(b", ");
     }
-    xff.extend_from_slice(client_ip.to_string().as_bytes());
+    let _ = std::io::Write::write_fmt(&mut xff, format_args!("{client_ip}"));
     out.push(b"x-forwarded-for", &xff);
     out.push(b"x-forwarded-proto", b"https");
     out

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use quinn_proto::{StreamId, WriteError};
 use smallvec::SmallVec;
 
+use super::arena::Arena;
 use super::health::Failure;
 use super::{Core, ExId, TimerKey};
 use crate::TcpId;
@@ -202,13 +203,11 @@ impl Exchange {
 pub(super) fn headers_frame<'a>(
     fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     scratch: &mut Vec<u8>,
+    arena: &mut Arena,
 ) -> Bytes {
     scratch.clear();
     qpack::encode_field_section(fields, scratch);
-    let mut out = Vec::with_capacity(scratch.len() + 9);
-    frame::write_header(frame::ty::HEADERS, scratch.len() as u64, &mut out);
-    out.extend_from_slice(scratch);
-    Bytes::from(out)
+    arena.frame(frame::ty::HEADERS, scratch)
 }
 
 /// Three ASCII digits for a status code.
@@ -233,7 +232,11 @@ impl Core {
         let status_field = std::iter::once((&b":status"[..], &digits[..]));
         // Shorten the fields' lifetime to that of `digits`.
         let fields = fields.map(|(n, v)| -> (&[u8], &[u8]) { (n, v) });
-        let frame = headers_frame(status_field.chain(fields), &mut self.scratch);
+        let frame = headers_frame(
+            status_field.chain(fields),
+            &mut self.scratch,
+            &mut self.arena,
+        );
         let Some(e) = self.exchanges.get_mut(ex) else {
             return;
         };
@@ -258,14 +261,15 @@ impl Core {
         }
         if let Some(e) = self.exchanges.get_mut(ex) {
             e.resp_seen += data.len() as u64;
-            e.to_client.push(frame::data_header(data.len()));
+            e.to_client
+                .push(self.arena.frame_header(frame::ty::DATA, data.len()));
             e.to_client.push(data);
         }
     }
 
     /// Queues trailers for the client.
     pub(super) fn send_response_trailers(&mut self, ex: ExId, trailers: &FieldSection) {
-        let frame = headers_frame(trailers.iter(), &mut self.scratch);
+        let frame = headers_frame(trailers.iter(), &mut self.scratch, &mut self.arena);
         if let Some(e) = self.exchanges.get_mut(ex) {
             e.to_client.push(frame);
         }

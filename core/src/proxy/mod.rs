@@ -11,6 +11,7 @@
 //! (choosing a backend and attaching an exchange to it), `backend_h3` and `backend_h1` (the two
 //! kinds of backend connection), `exchange` (per-request state and the shared response path).
 
+mod arena;
 mod backend_h1;
 mod backend_h3;
 mod client;
@@ -160,6 +161,8 @@ pub struct Core {
     draining: bool,
     /// Reused buffer for encoding header sections.
     scratch: Vec<u8>,
+    /// Where small owned buffers (frame headers, heads) are cut from.
+    arena: arena::Arena,
 }
 
 impl Core {
@@ -267,6 +270,7 @@ impl Core {
             metrics: Metrics::default(),
             draining: false,
             scratch: Vec::new(),
+            arena: arena::Arena::default(),
         };
         core.schedule_initial_probes();
         Ok(core)
