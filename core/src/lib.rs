@@ -34,6 +34,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod fields;

@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod mailbox;
 mod shard;
 mod tcp;
@@ -114,6 +115,86 @@ impl Shards {
             mailbox.control(ControlMsg::Stop);
         }
     }
+
+    /// True while some shard has not exited (a shard leaves its final counters on exit).
+    fn alive(&self) -> bool {
+        self.stats
+            .iter()
+            .any(|s| s.final_metrics.lock().map(|m| m.is_none()).unwrap_or(false))
+    }
+
+    /// The cores' counters, summed over the shards.
+    ///
+    /// Each shard is asked and the answers are awaited for at most two seconds. A shard that
+    /// has exited contributes the counters it ended with.
+    fn metrics(&self) -> Metrics {
+        let answers = self.ask(ControlMsg::Metrics);
+        let mut total = Metrics::default();
+        for (index, answer) in answers.into_iter().enumerate() {
+            let metrics = answer.or_else(|| {
+                self.stats[index]
+                    .final_metrics
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.clone())
+            });
+            match metrics {
+                Some(metrics) => total.add(&metrics),
+                None => tracing::warn!(shard = index, "shard did not report its metrics in time"),
+            }
+        }
+        total
+    }
+
+    /// What each shard's core knows about each backend: one list per shard (index = shard id),
+    /// since every shard checks health and ejects outliers on its own. Shards that have
+    /// exited (or did not answer within two seconds) give an empty list.
+    fn shard_backends(&self) -> Vec<Vec<BackendStatus>> {
+        self.ask(ControlMsg::Backends)
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
+    }
+
+    /// Every backend's status merged over the shards (empty once they have all exited):
+    /// healthy if every shard that answered finds it healthy, ejected if any shard ejected
+    /// it, available if any shard still sends it new requests, in-flight requests summed, the
+    /// highest latency estimate.
+    fn backends(&self) -> Vec<BackendStatus> {
+        merge_backends(self.shard_backends())
+    }
+
+    /// Sends every shard a request built by `message` and collects the answers (index =
+    /// shard), waiting at most [`METRICS_WAIT`] in all. `None` for a shard that has exited or
+    /// did not answer in time.
+    fn ask<T>(&self, message: impl Fn(mpsc::Sender<(usize, T)>) -> ControlMsg) -> Vec<Option<T>> {
+        let (reply, answers) = mpsc::channel();
+        let mut waiting = 0;
+        for mailbox in self.mailboxes.iter() {
+            if mailbox.control(message(reply.clone())) {
+                waiting += 1;
+            }
+        }
+        drop(reply);
+        let mut collected: Vec<Option<T>> = (0..self.mailboxes.len()).map(|_| None).collect();
+        let deadline = Instant::now() + METRICS_WAIT;
+        while waiting > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answers.recv_timeout(left) {
+                Ok((index, answer)) => {
+                    if let Some(slot) = collected.get_mut(index)
+                        && slot.is_none()
+                    {
+                        *slot = Some(answer);
+                        waiting -= 1;
+                    }
+                }
+                // Timed out, or every shard that got the request has exited.
+                Err(_) => break,
+            }
+        }
+        collected
+    }
 }
 
 /// A running Spooky instance on mio: one thread per shard.
@@ -122,6 +203,7 @@ impl Shards {
 /// [`Handle::drain`] first to end it.
 pub struct Handle {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shards: Arc<Shards>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -140,6 +222,11 @@ impl Handle {
     /// the configuration asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the admin endpoint listens, if the configuration enabled it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The number of shards (threads).
@@ -167,72 +254,19 @@ impl Handle {
     /// Each shard is asked and the answers are awaited for at most two seconds. A shard that
     /// has exited contributes the counters it ended with.
     pub fn metrics(&self) -> Metrics {
-        let answers = self.ask(ControlMsg::Metrics);
-        let mut total = Metrics::default();
-        for (index, answer) in answers.into_iter().enumerate() {
-            let metrics = answer.or_else(|| {
-                self.shards.stats[index]
-                    .final_metrics
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.clone())
-            });
-            match metrics {
-                Some(metrics) => total.add(&metrics),
-                None => tracing::warn!(shard = index, "shard did not report its metrics in time"),
-            }
-        }
-        total
+        self.shards.metrics()
     }
 
     /// What each shard's core knows about each backend: one list per shard (index = shard id),
     /// since every shard checks health and ejects outliers on its own. Shards that have
     /// exited (or did not answer within two seconds) give an empty list.
     pub fn shard_backends(&self) -> Vec<Vec<BackendStatus>> {
-        self.ask(ControlMsg::Backends)
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect()
+        self.shards.shard_backends()
     }
 
-    /// Every backend's status merged over the shards (empty once they have all exited):
-    /// healthy if every shard that answered finds it healthy, ejected if any shard ejected
-    /// it, available if any shard still sends it new requests, in-flight requests summed, the
-    /// highest latency estimate.
+    /// Every backend's state merged over the shards (see [`merge_backends`]).
     pub fn backends(&self) -> Vec<BackendStatus> {
-        merge_backends(self.shard_backends())
-    }
-
-    /// Sends every shard a request built by `message` and collects the answers (index =
-    /// shard), waiting at most [`METRICS_WAIT`] in all. `None` for a shard that has exited or
-    /// did not answer in time.
-    fn ask<T>(&self, message: impl Fn(mpsc::Sender<(usize, T)>) -> ControlMsg) -> Vec<Option<T>> {
-        let (reply, answers) = mpsc::channel();
-        let mut waiting = 0;
-        for mailbox in self.shards.mailboxes.iter() {
-            if mailbox.control(message(reply.clone())) {
-                waiting += 1;
-            }
-        }
-        drop(reply);
-        let mut collected: Vec<Option<T>> = (0..self.shards()).map(|_| None).collect();
-        let deadline = Instant::now() + METRICS_WAIT;
-        while waiting > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match answers.recv_timeout(left) {
-                Ok((index, answer)) => {
-                    if let Some(slot) = collected.get_mut(index)
-                        && slot.is_none()
-                    {
-                        *slot = Some(answer);
-                        waiting -= 1;
-                    }
-                }
-                // Timed out, or every shard that got the request has exited.
-                Err(_) => break,
-            }
-        }
-        collected
+        self.shards.backends()
     }
 
     /// The runtime's own counters, per shard.
@@ -290,6 +324,7 @@ fn merge_backends(per_shard: Vec<Vec<BackendStatus>>) -> Vec<BackendStatus> {
             into.ejected |= b.ejected;
             into.available |= b.available;
             into.in_flight += b.in_flight;
+            into.requests += b.requests;
             into.latency_ms = into.latency_ms.max(b.latency_ms);
         }
     }
@@ -403,6 +438,7 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
     }
 
     let controls = Arc::new(Shards { mailboxes, stats });
+    let admin_address = config.admin.as_ref().map(|a| a.address);
     let mut threads = Vec::with_capacity(count);
     for (index, shard) in shards.into_iter().enumerate() {
         let spawned = thread::Builder::new()
@@ -419,8 +455,28 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
             }
         }
     }
+    let mut admin_addr = None;
+    if let Some(address) = admin_address {
+        match admin::spawn(address, controls.clone()) {
+            Ok(bound) => {
+                tracing::info!(address = %bound, "admin endpoint listening (/metrics, /backends, /health)");
+                admin_addr = Some(bound);
+            }
+            Err(e) => {
+                controls.stop();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(with_context(
+                    e,
+                    format!("cannot bind the admin endpoint to {address}"),
+                ));
+            }
+        }
+    }
     Ok(Handle {
         local_addr,
+        admin_addr,
         shards: controls,
         threads,
     })

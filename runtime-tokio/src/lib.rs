@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod driver;
 mod tcp;
 mod udp;
@@ -52,6 +53,7 @@ use udp::UdpIo;
 #[derive(Debug)]
 pub struct Handle {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     control: mpsc::UnboundedSender<ControlMsg>,
     task: JoinHandle<io::Result<()>>,
     final_metrics: FinalMetrics,
@@ -61,6 +63,11 @@ impl Handle {
     /// The bound client-facing UDP address (useful when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the admin endpoint listens, if the configuration enabled it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Starts a graceful drain ([`spooky_core::Control::Drain`]): the core sends GOAWAY, refuses
@@ -160,6 +167,7 @@ pub async fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io
         "starting the spooky core"
     );
 
+    let admin_address = config.admin.as_ref().map(|a| a.address);
     let core = Core::new(CoreParams {
         config,
         tls,
@@ -175,8 +183,25 @@ pub async fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io
     let final_metrics: FinalMetrics = Arc::new(Mutex::new(None));
     let driver = Driver::new(core, listener, upstream, control_rx, final_metrics.clone());
     let task = tokio::spawn(driver.run());
+    let mut admin_addr = None;
+    if let Some(address) = admin_address {
+        match admin::spawn(address, control.clone()).await {
+            Ok(bound) => {
+                tracing::info!(address = %bound, "admin endpoint listening (/metrics, /backends, /health)");
+                admin_addr = Some(bound);
+            }
+            Err(e) => {
+                task.abort();
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the admin endpoint to {address}: {e}"),
+                ));
+            }
+        }
+    }
     Ok(Handle {
         local_addr,
+        admin_addr,
         control,
         task,
         final_metrics,
@@ -190,6 +215,7 @@ pub async fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io
 pub async fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<()> {
     let Handle {
         local_addr,
+        admin_addr: _,
         control,
         mut task,
         final_metrics: _,

@@ -238,6 +238,14 @@ impl Spooky {
         self.local_addr
     }
 
+    /// Where the admin endpoint listens, if configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        match self.handle() {
+            Handle::Tokio(h) => h.admin_addr(),
+            Handle::Mio(h) => h.admin_addr(),
+        }
+    }
+
     /// The core's counters (summed over the shards on mio).
     pub async fn metrics(&self) -> Metrics {
         match self.handle() {

@@ -39,6 +39,15 @@ pub struct Config {
     pub outlier_detection: OutlierDetection,
     /// When and how often a failed request is tried again.
     pub retries: RetryPolicy,
+    /// The admin endpoint (metrics, backend states); off when `None`.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin endpoint: plain HTTP/1.1 on TCP, for operators and scrapers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to listen on (keep it private: it has no authentication).
+    pub address: SocketAddr,
 }
 
 /// The client-facing listener.
@@ -455,6 +464,7 @@ impl Config {
             circuit_breaker: CircuitBreaker::default(),
             outlier_detection: OutlierDetection::default(),
             retries: RetryPolicy::default(),
+            admin: None,
         }
     }
 }

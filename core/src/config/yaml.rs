@@ -17,9 +17,10 @@ use yaml_rust2::{ScanError, Yaml, YamlLoader};
 
 use super::duration::{format_duration, parse_duration};
 use super::{
-    BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey, HealthCheck,
-    InitialHealth, Limits, ListenConfig, ListenProtocol, ListenTls, LoadBalancing, LogConfig,
-    LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig, RuntimeKind, Timeouts, UpstreamTls,
+    AdminConfig, BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey,
+    HealthCheck, InitialHealth, Limits, ListenConfig, ListenProtocol, ListenTls, LoadBalancing,
+    LogConfig, LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig, RuntimeKind, Timeouts,
+    UpstreamTls,
 };
 
 #[cfg(test)]
@@ -38,7 +39,9 @@ const TOP_KEYS: &[&str] = &[
     "circuit_breaker",
     "outlier_detection",
     "retries",
+    "admin",
 ];
+const ADMIN_KEYS: &[&str] = &["address"];
 const LISTEN_KEYS: &[&str] = &["protocol", "address", "port", "tls"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert", "key"];
 const BACKEND_KEYS: &[&str] = &["id", "address", "weight", "protocol", "tls", "health_check"];
@@ -512,6 +515,7 @@ fn config(root: &Node<'_>) -> Result<Config> {
     let circuit_breaker = section(&map, "circuit_breaker", circuit_breaker)?;
     let outlier_detection = section(&map, "outlier_detection", outlier_detection)?;
     let retries = section(&map, "retries", retries)?;
+    let admin = map.opt("admin", admin)?;
     Ok(Config {
         listen,
         backends,
@@ -523,6 +527,7 @@ fn config(root: &Node<'_>) -> Result<Config> {
         circuit_breaker,
         outlier_detection,
         retries,
+        admin,
     })
 }
 
@@ -998,6 +1003,18 @@ fn hash_key(node: &Node<'_>) -> Result<HashKey> {
             "{text:?} is not a hash key; use one of: {HASH_KEYS}"
         ))),
     }
+}
+
+fn admin(node: &Node<'_>) -> Result<AdminConfig> {
+    let map = Map::new(node, "the admin endpoint", ADMIN_KEYS)?;
+    let address = map.require("address", "an IP:port such as 127.0.0.1:9901")?;
+    let text = string(&address, "an IP:port such as 127.0.0.1:9901", false)?;
+    let address = text.parse::<SocketAddr>().map_err(|_| {
+        address.error(format!(
+            "{text:?} is not a socket address; expected IP:port such as 127.0.0.1:9901 or [::1]:9901"
+        ))
+    })?;
+    Ok(AdminConfig { address })
 }
 
 fn circuit_breaker(node: &Node<'_>) -> Result<CircuitBreaker> {

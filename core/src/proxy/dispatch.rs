@@ -47,6 +47,9 @@ impl Core {
     /// Starts an attempt of `ex` at backend `b` (already counted in flight there).
     pub(super) fn attach_to_backend(&mut self, ex: ExId, b: usize) {
         self.exchanges[ex].attempt_started = self.now;
+        if self.exchanges[ex].probe.is_none() {
+            self.backends[b].requests += 1;
+        }
         let wait_deadline = self.now + self.config.timeouts.connect;
         self.set_exchange_deadline(ex, wait_deadline);
         match self.backends[b].protocol {

@@ -98,6 +98,8 @@ pub struct BackendStatus {
     pub in_flight: u32,
     /// Peak-EWMA response time, milliseconds (0 before the first response).
     pub latency_ms: f64,
+    /// Attempts sent to it (health probes not counted).
+    pub requests: u64,
 }
 
 /// Timer owners. Each has at most one deadline in the queue.
@@ -132,6 +134,8 @@ struct Backend {
     health: Health,
     outlier: Outlier,
     latency: PeakEwma,
+    /// Attempts sent to it (not counting probes).
+    requests: u64,
 }
 
 /// Spooky's core. See the crate documentation for the loop that drives it.
@@ -242,6 +246,7 @@ impl Core {
                 health: Health::new(b.health_check.as_ref().map(|hc| hc.initial)),
                 outlier: Outlier::default(),
                 latency: PeakEwma::default(),
+                requests: 0,
             });
         }
         let pool = Pool::new(&config);
@@ -401,6 +406,7 @@ impl Core {
                 available: self.pool.is_available(b),
                 in_flight: self.pool.in_flight(b),
                 latency_ms: backend.latency.value_us() / 1e3,
+                requests: backend.requests,
             })
             .collect()
     }
