@@ -132,17 +132,34 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { config, runtime } => {
-            let (config, tls) = spooky::load::load(&config)?;
+        Command::Run {
+            config: path,
+            runtime,
+        } => {
+            let (config, tls) = spooky::load::load(&path)?;
             init_logging(config.log.level.as_str());
             let kind = runtime.map_or(config.runtime.kind, RuntimeKind::from);
             let seed = spooky::os_seed();
+            // SIGHUP re-reads and validates the file; a bad file leaves the running one.
+            let reload_path = path.clone();
+            let reload = move || {
+                spooky::load::load(&reload_path)
+                    .map(|(config, tls)| spooky_core::Reload { config, tls })
+                    .map_err(|e| e.to_string())
+            };
             match kind {
                 // Blocking; drains on SIGINT/SIGTERM itself and logs the seed at debug level.
-                RuntimeKind::Mio => spooky_runtime_mio::run(config, tls, seed)?,
+                RuntimeKind::Mio => {
+                    spooky_runtime_mio::run_with(config, tls, seed, Some(Box::new(reload)))?
+                }
                 RuntimeKind::Tokio => {
                     tracing::debug!(seed = %spooky::hex(&seed), "core seed");
-                    tokio_runtime()?.block_on(spooky_runtime_tokio::run(config, tls, seed))?;
+                    tokio_runtime()?.block_on(spooky_runtime_tokio::run_with(
+                        config,
+                        tls,
+                        seed,
+                        Some(Box::new(reload)),
+                    ))?;
                 }
             }
             Ok(())

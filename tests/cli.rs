@@ -139,7 +139,7 @@ async fn check_rejects_a_missing_certificate_naming_the_key() {
 
 on_both_runtimes!(
     demo_splits_requests_evenly,
-    run_serves_then_drains_on_sigterm
+    run_serves_reloads_on_sighup_and_drains_on_sigterm
 );
 
 /// `spooky demo --requests 30`: an even split over the three backends. On mio the demo runs
@@ -195,9 +195,10 @@ async fn demo_splits_requests_evenly(runtime: Runtime) {
 }
 
 /// `spooky run` with a configuration naming one HTTP/1.1 backend (started here): it serves
-/// requests, and SIGTERM makes it drain and exit 0. On mio the configuration has no `runtime`
+/// requests; SIGHUP after the file changed moves traffic to the new backend on the same client
+/// connection, and a broken file on SIGHUP changes nothing; SIGTERM makes it drain and exit 0. On mio the configuration has no `runtime`
 /// section and no `--runtime` is given (mio is the default); on tokio `--runtime tokio`.
-async fn run_serves_then_drains_on_sigterm(runtime: Runtime) {
+async fn run_serves_reloads_on_sighup_and_drains_on_sigterm(runtime: Runtime) {
     let dir = dir_with_certs("run").await;
     let backend = spooky::backends::start_h1("b1", 0)
         .await
@@ -244,8 +245,48 @@ async fn run_serves_then_drains_on_sigterm(runtime: Runtime) {
         assert_eq!(response.status, http::StatusCode::OK, "request {i}");
         assert_eq!(response.header("x-backend"), Some("b1"), "request {i}");
     }
-    client.close().await;
     assert_eq!(backend.request_count(), 3);
+
+    // Reload: the file now names another backend.
+    let second = spooky::backends::start_h1("b2", 0)
+        .await
+        .expect("start a second backend");
+    let reloaded = format!(
+        "listen: {{ address: \"127.0.0.1\", port: {port}, tls: {{ cert: certs/cert.pem, key: certs/key.pem }} }}\n\
+         backends:\n  - {{ id: b2, address: \"{}\" }}\n\
+         log: {{ level: info }}\n",
+        second.addr
+    );
+    std::fs::write(&config, &reloaded).expect("rewrite config");
+    running.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = client
+            .get("/after-reload")
+            .await
+            .expect("request after SIGHUP");
+        if response.header("x-backend") == Some("b2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not move traffic to b2"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A broken file is refused; b2 keeps serving.
+    std::fs::write(&config, "backends: [").expect("break config");
+    running.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3 {
+        let response = client
+            .get(&format!("/still/{i}"))
+            .await
+            .expect("request after a bad SIGHUP");
+        assert_eq!(response.header("x-backend"), Some("b2"), "request {i}");
+    }
+    client.close().await;
+    second.stop();
 
     running.signal("TERM");
     let done = running
@@ -265,6 +306,11 @@ async fn run_serves_then_drains_on_sigterm(runtime: Runtime) {
     assert!(
         output.contains(listening),
         "spooky run did not log {listening:?}:\n{}",
+        done.transcript()
+    );
+    assert!(
+        output.contains("configuration reloaded") && output.contains("keeping the running one"),
+        "spooky run did not log the reload and the refused reload:\n{}",
         done.transcript()
     );
     backend.stop();

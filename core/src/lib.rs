@@ -151,6 +151,17 @@ pub enum TcpEvent {
 pub enum Control {
     /// Stop accepting connections, finish in-flight requests (GOAWAY), then close.
     Drain,
+    /// Apply a new configuration without dropping connections.
+    Reload(Box<Reload>),
+}
+
+/// A new configuration, validated and with its files read.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// The configuration.
+    pub config: std::sync::Arc<Config>,
+    /// Its certificates and keys.
+    pub tls: TlsMaterials,
 }
 
 /// Something the core wants done, from [`Core::poll_output`].

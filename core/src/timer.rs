@@ -93,6 +93,11 @@ impl<K: Copy + Eq + Hash + Ord, T: Copy + Ord> TimerQueue<K, T> {
         self.heap.first().map(|(at, _)| *at)
     }
 
+    /// True if `key` has a deadline.
+    pub(crate) fn contains(&self, key: K) -> bool {
+        self.position.contains_key(&key)
+    }
+
     /// The key with the earliest deadline.
     pub(crate) fn peek(&self) -> Option<K> {
         self.heap.first().map(|(_, key)| *key)

@@ -367,3 +367,67 @@ fn runs_with_probes_and_retries_are_deterministic() {
     };
     assert_eq!(run_once(), run_once());
 }
+
+#[test]
+fn reload_swaps_backends_without_dropping_connections() {
+    let mut s = sim(h1_only(3), |c| {
+        // Start with the first two; the third joins on reload.
+        c.backends.truncate(2);
+    });
+    let c = s.add_client();
+    for i in 0..4 {
+        s.request(c, SimRequest::new("GET", &format!("/before/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    // A request in flight to the backend that is about to be removed.
+    s.h1_backends[0].silent = true;
+    s.request(c, SimRequest::new("GET", "/in-flight"));
+    s.run_for(Duration::from_millis(100));
+
+    let third = s.core.config().backends[0].clone();
+    s.reload(|config| {
+        let mut added = third;
+        added.id = "h1-2".into();
+        added.address = "10.3.0.3:80".parse().unwrap();
+        config.backends.remove(0);
+        config.backends.push(added);
+        config.load_balancing = LoadBalancing::LeastRequests;
+    });
+    let status = s.core.backends();
+    assert_eq!(
+        status.len(),
+        3,
+        "retired backends keep their place: {status:?}"
+    );
+    assert!(!status[0].available, "{status:?}");
+    assert!(status[1].available && status[2].available, "{status:?}");
+
+    for i in 0..20 {
+        s.request(c, SimRequest::new("GET", &format!("/after/{i}")));
+    }
+    s.run_for(Duration::from_secs(2));
+    // The removed backend now answers what it holds.
+    s.h1_backends[0].silent = false;
+    run(&mut s, Duration::from_secs(40));
+    let responses: Vec<&SimResponse> = s.clients[c].responses().collect();
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status == 200 && r.connection_error.is_none()),
+        "{responses:?}"
+    );
+    let after: std::collections::BTreeSet<&str> = responses[5..]
+        .iter()
+        .map(|r| r.field("x-backend").unwrap())
+        .collect();
+    assert_eq!(
+        after,
+        ["h1-1", "h1-2"].into_iter().collect(),
+        "new requests go to the new set"
+    );
+    assert_eq!(
+        s.core.metrics().connections_accepted,
+        1,
+        "the client kept its connection"
+    );
+}

@@ -116,6 +116,12 @@ impl Shards {
         }
     }
 
+    fn reload(&self, reload: &spooky_core::Reload) {
+        for mailbox in self.mailboxes.iter() {
+            mailbox.control(ControlMsg::Reload(Box::new(reload.clone())));
+        }
+    }
+
     /// True while some shard has not exited (a shard leaves its final counters on exit).
     fn alive(&self) -> bool {
         self.stats
@@ -247,6 +253,12 @@ impl Handle {
     /// notice.
     pub fn stop(&self) {
         self.shards.stop();
+    }
+
+    /// Applies a new configuration on every shard without dropping connections (see
+    /// [`spooky_core::Control::Reload`]).
+    pub fn reload(&self, reload: &spooky_core::Reload) {
+        self.shards.reload(reload);
     }
 
     /// The cores' counters, summed over the shards.
@@ -482,16 +494,30 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
     })
 }
 
+/// Where a reload gets its new configuration: the binary re-reads and validates the file.
+/// An error leaves the running configuration in place (and is logged).
+pub type ReloadSource = Box<dyn FnMut() -> Result<spooky_core::Reload, String> + Send>;
+
 /// For the binary: [`start`], then drain on SIGINT or SIGTERM (a second signal stops at
 /// once), then wait for the shards to end.
 ///
 /// Logs the listening address and the shard count (info) and the seed in hex (debug).
 pub fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    run_with(config, tls, seed, None)
+}
+
+/// [`run`], and on SIGHUP a reload from `reload`.
+pub fn run_with(
+    config: Arc<Config>,
+    tls: TlsMaterials,
+    seed: [u8; 32],
+    mut reload: Option<ReloadSource>,
+) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
 
     // Before the shards start, so that an early signal cannot kill the process.
-    let mut signals = Signals::new([SIGINT, SIGTERM])
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| with_context(e, "cannot install the signal handlers"))?;
     let handle = start(config, tls, seed)?;
     tracing::info!(
@@ -508,6 +534,19 @@ pub fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result
         .spawn(move || {
             let mut received = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match reload.as_mut().map(|source| source()) {
+                        Some(Ok(new)) => {
+                            tracing::info!("SIGHUP: reloading the configuration");
+                            shards.reload(&new);
+                        }
+                        Some(Err(error)) => {
+                            tracing::error!(%error, "SIGHUP: the new configuration is invalid; keeping the running one");
+                        }
+                        None => tracing::warn!("SIGHUP: no configuration file to reload"),
+                    }
+                    continue;
+                }
                 received += 1;
                 if received == 1 {
                     tracing::info!(
@@ -567,20 +606,21 @@ mod tests {
 
     #[test]
     fn backend_lists_merge_over_shards() {
-        let status = |healthy, ejected, available, in_flight, latency_ms| BackendStatus {
+        let status = |healthy, ejected, available, in_flight, latency_ms, requests| BackendStatus {
             id: "b".into(),
             healthy,
             ejected,
             available,
             in_flight,
             latency_ms,
+            requests,
         };
         let merged = merge_backends(vec![
-            vec![status(true, false, true, 2, 1.5)],
+            vec![status(true, false, true, 2, 1.5, 10)],
             Vec::new(),
-            vec![status(false, true, false, 3, 0.5)],
+            vec![status(false, true, false, 3, 0.5, 7)],
         ]);
-        assert_eq!(merged, vec![status(false, true, true, 5, 1.5)]);
+        assert_eq!(merged, vec![status(false, true, true, 5, 1.5, 17)]);
         assert!(merge_backends(vec![Vec::new(), Vec::new()]).is_empty());
     }
 

@@ -27,6 +27,8 @@ pub(crate) enum ControlMsg {
     Backends(mpsc::Sender<(usize, Vec<BackendStatus>)>),
     /// Exit at once.
     Stop,
+    /// Apply a new configuration.
+    Reload(Box<spooky_core::Reload>),
 }
 
 /// A client datagram (or GRO batch) that arrived at another shard's listener but belongs to a

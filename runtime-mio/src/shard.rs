@@ -342,6 +342,10 @@ impl Shard {
                     let _ = reply.send((self.index, self.core.backends()));
                 }
                 ControlMsg::Stop => self.stop = true,
+                ControlMsg::Reload(reload) => self.input(Input::Control {
+                    now: self.now,
+                    command: Control::Reload(reload),
+                }),
             }
         }
         self.steer_backlog = true;

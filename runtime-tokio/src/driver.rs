@@ -28,6 +28,7 @@ pub(crate) enum ControlMsg {
     Drain,
     Metrics(oneshot::Sender<Metrics>),
     Backends(oneshot::Sender<Vec<spooky_core::BackendStatus>>),
+    Reload(Box<spooky_core::Reload>),
 }
 
 /// Metrics the task leaves behind when it ends, for `Handle::metrics` calls that come later.
@@ -145,6 +146,14 @@ impl Driver {
                 }
                 Wake::Control(Some(ControlMsg::Backends(reply))) => {
                     let _ = reply.send(self.core.backends());
+                }
+                Wake::Control(Some(ControlMsg::Reload(reload))) => {
+                    let now = Instant::now();
+                    self.input(Input::Control {
+                        now,
+                        command: spooky_core::Control::Reload(reload),
+                    })
+                    .await;
                 }
                 Wake::Control(None) => self.control_open = false,
             }

@@ -65,6 +65,12 @@ impl Handle {
         self.local_addr
     }
 
+    /// Applies a new configuration without dropping connections (see
+    /// [`spooky_core::Control::Reload`]).
+    pub fn reload(&self, reload: spooky_core::Reload) {
+        let _ = self.control.send(ControlMsg::Reload(Box::new(reload)));
+    }
+
     /// Where the admin endpoint listens, if the configuration enabled it.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
@@ -208,11 +214,25 @@ pub async fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io
     })
 }
 
+/// Where a reload gets its new configuration: the binary re-reads and validates the file.
+/// An error leaves the running configuration in place (and is logged).
+pub type ReloadSource = Box<dyn FnMut() -> Result<spooky_core::Reload, String> + Send>;
+
 /// Convenience for the binary: [`start`], then drain on SIGINT or SIGTERM, then wait for the
 /// task to end. A second signal during the drain stops at once.
 ///
 /// Logs the listening address (info) and the seed in hex (debug).
 pub async fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<()> {
+    run_with(config, tls, seed, None).await
+}
+
+/// [`run`], and on SIGHUP a reload from `reload`.
+pub async fn run_with(
+    config: Arc<Config>,
+    tls: TlsMaterials,
+    seed: [u8; 32],
+    mut reload: Option<ReloadSource>,
+) -> io::Result<()> {
     let Handle {
         local_addr,
         admin_addr: _,
@@ -222,9 +242,34 @@ pub async fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::
     } = start(config, tls, seed).await?;
     tracing::info!(address = %local_addr, "spooky listening (HTTP/3 over UDP)");
 
-    tokio::select! {
-        result = &mut task => return flatten(result),
-        () = shutdown_signal() => {}
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            result = &mut task => return flatten(result),
+            () = shutdown_signal() => break,
+            () = hangup => match reload.as_mut().map(|source| source()) {
+                Some(Ok(new)) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = control.send(ControlMsg::Reload(Box::new(new)));
+                }
+                Some(Err(error)) => {
+                    tracing::error!(%error, "SIGHUP: the new configuration is invalid; keeping the running one");
+                }
+                None => tracing::warn!("SIGHUP: no configuration file to reload"),
+            },
+        }
     }
     tracing::info!("shutdown signal received; draining (signal again to stop at once)");
     let _ = control.send(ControlMsg::Drain);

@@ -281,6 +281,15 @@ impl Spooky {
         }
     }
 
+    /// Applies a new configuration without dropping connections.
+    pub fn reload(&self, config: Arc<Config>, tls: TlsMaterials) {
+        let reload = spooky_core::Reload { config, tls };
+        match self.handle() {
+            Handle::Tokio(h) => h.reload(reload),
+            Handle::Mio(h) => h.reload(&reload),
+        }
+    }
+
     /// Starts a graceful drain.
     pub fn drain(&self) {
         match self.handle() {

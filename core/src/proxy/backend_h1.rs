@@ -428,7 +428,7 @@ impl Core {
         };
         let b = conn.backend;
         conn.state = TcpState::Idle;
-        if self.draining && self.backends[b].waiting.is_empty() {
+        if (self.draining || self.backends[b].retired) && self.backends[b].waiting.is_empty() {
             self.close_tcp(tcp);
             return;
         }
@@ -447,7 +447,7 @@ impl Core {
     }
 
     /// Closes a connection we no longer want.
-    fn close_tcp(&mut self, tcp: TcpId) {
+    pub(super) fn close_tcp(&mut self, tcp: TcpId) {
         if self.tcp.contains_key(&tcp) {
             self.commands.push_back(Output::Tcp(tcp, TcpCommand::Close));
             self.drop_tcp(tcp);

@@ -567,12 +567,12 @@ impl Core {
         self.mark_backend_dirty(h);
         // A stream slot may have opened up for someone waiting.
         self.serve_waiting_h3(b);
-        if self.draining {
+        if self.draining || self.backends[b].retired {
             self.close_idle_backend_conn(h);
         }
     }
 
-    fn close_idle_backend_conn(&mut self, h: usize) {
+    pub(super) fn close_idle_backend_conn(&mut self, h: usize) {
         if let Some(conn) = self.backend_conns.get_mut(h).and_then(Option::as_mut) {
             if conn.streams.is_empty() && !conn.closed {
                 conn.quic

@@ -66,7 +66,7 @@ impl Core {
         };
         let limit = match e
             .probe
-            .and_then(|b| self.config.backends[b].health_check.as_ref())
+            .and_then(|b| self.backends[b].config.health_check.as_ref())
         {
             Some(hc) => hc.timeout,
             None => self.config.timeouts.request,

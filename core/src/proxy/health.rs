@@ -75,10 +75,12 @@ impl Core {
     /// True if backend `b` may receive requests: healthy and not ejected.
     fn takes_traffic(&self, b: usize) -> bool {
         let backend = &self.backends[b];
-        backend.health.state == HealthState::Healthy && backend.outlier.ejected_until.is_none()
+        !backend.retired
+            && backend.health.state == HealthState::Healthy
+            && backend.outlier.ejected_until.is_none()
     }
 
-    fn refresh_availability(&mut self, b: usize) {
+    pub(super) fn refresh_availability(&mut self, b: usize) {
         let available = self.takes_traffic(b);
         self.pool.set_available(b, available);
     }
@@ -86,7 +88,7 @@ impl Core {
     /// Schedules the first probe of every backend with a health check.
     pub(super) fn schedule_initial_probes(&mut self) {
         for b in 0..self.backends.len() {
-            if let Some(hc) = &self.config.backends[b].health_check {
+            if let Some(hc) = &self.backends[b].config.health_check {
                 // Spread the first probes over a tenth of the interval.
                 let spread = hc.interval.as_nanos() as u64 / 10;
                 let delay = Duration::from_nanos(self.rng.below(spread.max(1)));
@@ -98,7 +100,7 @@ impl Core {
 
     /// Time for backend `b`'s next probe.
     pub(super) fn on_probe_timer(&mut self, b: usize) {
-        let Some(hc) = self.config.backends[b].health_check.clone() else {
+        let Some(hc) = self.backends[b].config.health_check.clone() else {
             return;
         };
         // Next probe: one interval from now, give or take a tenth (so probes of many
@@ -156,7 +158,7 @@ impl Core {
 
     /// A probe ended: `status` is the final status if one arrived and the response completed.
     pub(super) fn on_probe_done(&mut self, b: usize, ex: ExId, status: Option<u16>) {
-        let Some(hc) = self.config.backends[b].health_check.clone() else {
+        let Some(hc) = self.backends[b].config.health_check.clone() else {
             return;
         };
         if self.backends[b].health.probe == Some(ex) {

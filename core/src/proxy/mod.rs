@@ -19,6 +19,7 @@ mod dispatch;
 mod exchange;
 mod health;
 mod pool;
+mod reload;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ use quinn_proto::{ConnectionHandle, DatagramEvent, Endpoint, ServerConfig};
 use slab::Slab;
 
 use crate::balance::PeakEwma;
-use crate::config::{BackendProtocol, Config};
+use crate::config::{BackendConfig, BackendProtocol, Config};
 use crate::metrics::Metrics;
 use crate::quic;
 use crate::quic::crypto::{self, CryptoMode, TlsMaterials};
@@ -115,8 +116,14 @@ enum TimerKey {
     Uneject(usize),
 }
 
-/// Run-time state of one configured backend.
+/// Run-time state of one configured backend. Backends keep their index for the core's
+/// whole life: a reload that drops one retires it (no new requests) instead of removing it,
+/// and new ones are appended, so nothing that refers to a backend by index goes stale.
 struct Backend {
+    /// Its configuration (weight and health check may change on reload).
+    config: BackendConfig,
+    /// Dropped from the configuration by a reload: finishes what it has, takes nothing new.
+    retired: bool,
     id: Arc<str>,
     address: SocketAddr,
     protocol: BackendProtocol,
@@ -167,6 +174,8 @@ pub struct Core {
     scratch: Vec<u8>,
     /// Where small owned buffers (frame headers, heads) are cut from.
     arena: arena::Arena,
+    /// How TLS configs are built (kept for reloads).
+    crypto_mode: CryptoMode,
 }
 
 impl Core {
@@ -188,15 +197,7 @@ impl Core {
                 what: "the listener".into(),
                 reason,
             })?;
-        let mut server_config = ServerConfig::new(server_crypto, quic::token_key(&mut rng));
-        server_config.transport_config(Arc::new(quic::client_facing_transport(
-            config.limits.max_concurrent_streams,
-            config.timeouts.client_idle,
-        )));
-        if let CryptoMode::Deterministic { unix_time, .. } = mode {
-            server_config.time_source(Arc::new(quic::FixedSystemTime(unix_time)));
-        }
-        let server_config = Arc::new(server_config);
+        let server_config = Arc::new(listener_config(&config, server_crypto, mode, &mut rng));
 
         let client_endpoint = Endpoint::new(
             Arc::new(quic::endpoint_config(shard, &mut rng)),
@@ -211,45 +212,12 @@ impl Core {
             None,
         );
 
-        let transport = Arc::new(quic::backend_facing_transport(
-            config.timeouts.upstream_idle,
-        ));
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
-            let quic_config = match tls.backends.get(i).and_then(Option::as_ref) {
-                Some(verify) if b.protocol == BackendProtocol::Http3 => {
-                    let crypto =
-                        crypto::client_crypto(verify, mode).map_err(|reason| CoreError::Tls {
-                            what: format!("backend {}", b.id),
-                            reason,
-                        })?;
-                    let mut c = quinn_proto::ClientConfig::new(crypto);
-                    c.transport_config(transport.clone());
-                    c.initial_dst_cid_provider(quic::initial_dcid_provider(&mut rng));
-                    Some(c)
-                }
-                _ => None,
-            };
-            backends.push(Backend {
-                id: b.id.as_str().into(),
-                address: b.address,
-                protocol: b.protocol,
-                quic_config,
-                server_name: crypto::backend_server_name(
-                    b.tls.server_name.as_deref(),
-                    b.address.ip(),
-                ),
-                quic_conns: Vec::new(),
-                tcp_idle: Vec::new(),
-                tcp_open: 0,
-                waiting: VecDeque::new(),
-                health: Health::new(b.health_check.as_ref().map(|hc| hc.initial)),
-                outlier: Outlier::default(),
-                latency: PeakEwma::default(),
-                requests: 0,
-            });
+            let verify = tls.backends.get(i).and_then(Option::as_ref);
+            backends.push(Backend::new(b, verify, &config, mode, &mut rng)?);
         }
-        let pool = Pool::new(&config);
+        let pool = Pool::new(&config.load_balancing, &backends);
 
         let mut core = Core {
             now,
@@ -276,6 +244,7 @@ impl Core {
             draining: false,
             scratch: Vec::new(),
             arena: arena::Arena::default(),
+            crypto_mode: mode,
         };
         core.schedule_initial_probes();
         Ok(core)
@@ -293,6 +262,10 @@ impl Core {
             Input::Tcp { id, event, .. } => self.on_tcp_event(id, event),
             Input::Control { command, .. } => match command {
                 Control::Drain => self.start_drain(),
+                Control::Reload(reload) => {
+                    let crate::Reload { config, tls } = *reload;
+                    self.reload(config, tls);
+                }
             },
         }
     }
@@ -548,6 +521,68 @@ impl Core {
         self.next_tcp_id += 1;
         TcpId(self.next_tcp_id)
     }
+}
+
+impl Backend {
+    fn new(
+        b: &BackendConfig,
+        verify: Option<&crypto::UpstreamVerify>,
+        config: &Config,
+        mode: CryptoMode,
+        rng: &mut Rng,
+    ) -> Result<Backend, CoreError> {
+        let quic_config = match verify {
+            Some(verify) if b.protocol == BackendProtocol::Http3 => {
+                let crypto =
+                    crypto::client_crypto(verify, mode).map_err(|reason| CoreError::Tls {
+                        what: format!("backend {}", b.id),
+                        reason,
+                    })?;
+                let mut c = quinn_proto::ClientConfig::new(crypto);
+                c.transport_config(Arc::new(quic::backend_facing_transport(
+                    config.timeouts.upstream_idle,
+                )));
+                c.initial_dst_cid_provider(quic::initial_dcid_provider(rng));
+                Some(c)
+            }
+            _ => None,
+        };
+        Ok(Backend {
+            config: b.clone(),
+            retired: false,
+            id: b.id.as_str().into(),
+            address: b.address,
+            protocol: b.protocol,
+            quic_config,
+            server_name: crypto::backend_server_name(b.tls.server_name.as_deref(), b.address.ip()),
+            quic_conns: Vec::new(),
+            tcp_idle: Vec::new(),
+            tcp_open: 0,
+            waiting: VecDeque::new(),
+            health: Health::new(b.health_check.as_ref().map(|hc| hc.initial)),
+            outlier: Outlier::default(),
+            latency: PeakEwma::default(),
+            requests: 0,
+        })
+    }
+}
+
+/// The listener's quinn-proto server config for `config`.
+fn listener_config(
+    config: &Config,
+    crypto: Arc<quinn_proto::crypto::rustls::QuicServerConfig>,
+    mode: CryptoMode,
+    rng: &mut Rng,
+) -> ServerConfig {
+    let mut server_config = ServerConfig::new(crypto, quic::token_key(rng));
+    server_config.transport_config(Arc::new(quic::client_facing_transport(
+        config.limits.max_concurrent_streams,
+        config.timeouts.client_idle,
+    )));
+    if let CryptoMode::Deterministic { unix_time, .. } = mode {
+        server_config.time_source(Arc::new(quic::FixedSystemTime(unix_time)));
+    }
+    server_config
 }
 
 fn transmit(socket: SocketKind, t: quinn_proto::Transmit) -> Transmit {

@@ -4,8 +4,9 @@
 
 use smallvec::SmallVec;
 
+use super::Backend;
 use crate::balance::{self, Candidate, Strategy};
-use crate::config::{CircuitBreaker, Config, HashKey, LoadBalancing};
+use crate::config::{CircuitBreaker, HashKey, LoadBalancing};
 use crate::h3::message::RequestHead;
 use crate::rng::Rng;
 
@@ -27,24 +28,41 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(config: &Config) -> Pool {
-        let candidates: Vec<Candidate> = config
-            .backends
+    pub(super) fn new(kind: &LoadBalancing, backends: &[Backend]) -> Pool {
+        let candidates: Vec<Candidate> = backends
             .iter()
-            .map(|b| Candidate::new(b.weight))
+            .map(|b| Candidate::new(b.config.weight))
             .collect();
-        let ids: Vec<&str> = config.backends.iter().map(|b| b.id.as_str()).collect();
-        let strategy = balance::strategy_for(&config.load_balancing, &candidates, &ids);
-        let hash_key = match &config.load_balancing {
+        let mut pool = Pool {
+            candidates,
+            strategy: Box::new(balance::WeightedRandom::default()),
+            hash_key: None,
+            retries_in_flight: 0,
+        };
+        pool.restrategize(kind, backends);
+        pool
+    }
+
+    /// Rebuilds the strategy (`kind` may have changed) for the current backends, keeping
+    /// their availability and load.
+    pub(super) fn restrategize(&mut self, kind: &LoadBalancing, backends: &[Backend]) {
+        let ids: Vec<&str> = backends.iter().map(|b| &*b.id).collect();
+        self.strategy = balance::strategy_for(kind, &self.candidates, &ids);
+        self.hash_key = match kind {
             LoadBalancing::ConsistentHash(key) => Some(key.clone()),
             _ => None,
         };
-        Pool {
-            candidates,
-            strategy,
-            hash_key,
-            retries_in_flight: 0,
-        }
+    }
+
+    /// A new backend (unavailable until `set_available`); its index is the next one.
+    pub(super) fn push(&mut self, weight: u32) {
+        let mut candidate = Candidate::new(weight);
+        candidate.available = false;
+        self.candidates.push(candidate);
+    }
+
+    pub(super) fn set_weight(&mut self, b: usize, weight: u32) {
+        self.candidates[b].weight = weight;
     }
 
     pub(super) fn in_flight(&self, b: usize) -> u32 {

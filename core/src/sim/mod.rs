@@ -180,17 +180,7 @@ impl Sim {
         );
         config.load_balancing = cfg.load_balancing.clone();
         tweak(&mut config);
-        let tls = TlsMaterials {
-            server: sim_identity(),
-            backends: config
-                .backends
-                .iter()
-                .map(|b| {
-                    (b.protocol == BackendProtocol::Http3)
-                        .then_some(UpstreamVerify::InsecureSkipVerify)
-                })
-                .collect(),
-        };
+        let tls = sim_tls(&config);
         let core = Core::new(CoreParams {
             config: Arc::new(config),
             tls,
@@ -247,6 +237,21 @@ impl Sim {
         let client = SimClient::new(addr, LISTENER, self.now, self.rng.seed());
         self.clients.push(client);
         i
+    }
+
+    /// Reloads the core with its current configuration as `tweak` changes it.
+    pub fn reload(&mut self, tweak: impl FnOnce(&mut Config)) {
+        let mut config = self.core.config().clone();
+        tweak(&mut config);
+        let tls = sim_tls(&config);
+        let now = self.now;
+        self.core.handle_input(Input::Control {
+            now,
+            command: crate::Control::Reload(Box::new(crate::Reload {
+                config: Arc::new(config),
+                tls,
+            })),
+        });
     }
 
     /// Takes HTTP/1.1 backend `i` down: open connections are closed and new ones refused.
@@ -526,6 +531,20 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+/// TLS for a simulated configuration: the simulation identity, no verification of backends.
+fn sim_tls(config: &Config) -> TlsMaterials {
+    TlsMaterials {
+        server: sim_identity(),
+        backends: config
+            .backends
+            .iter()
+            .map(|b| {
+                (b.protocol == BackendProtocol::Http3).then_some(UpstreamVerify::InsecureSkipVerify)
+            })
+            .collect(),
     }
 }
 
