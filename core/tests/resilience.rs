@@ -431,3 +431,125 @@ fn reload_swaps_backends_without_dropping_connections() {
         "the client kept its connection"
     );
 }
+
+#[test]
+fn routes_send_requests_to_pools_and_rewrite_them() {
+    use spooky_core::config::{HeaderEdits, PoolConfig, Route};
+    let mut s = sim(h1_only(4), |c| {
+        let api = c.backends.split_off(2);
+        c.pools.push(PoolConfig {
+            name: "api".into(),
+            backends: api,
+            load_balancing: LoadBalancing::RoundRobin,
+        });
+        c.routes = vec![
+            Route {
+                host: Some("*.api.sim".into()),
+                pool: "api".into(),
+                ..Route::default()
+            },
+            Route {
+                path_prefix: Some("/v2/".into()),
+                pool: "api".into(),
+                strip_prefix: Some("/v2".into()),
+                response_headers: HeaderEdits {
+                    set: vec![("x-route".into(), "v2".into())],
+                    remove: vec!["x-backend".into()],
+                },
+                ..Route::default()
+            },
+            Route {
+                headers: vec![("x-canary".into(), "1".into())],
+                pool: "api".into(),
+                ..Route::default()
+            },
+        ];
+    });
+    let c = s.add_client();
+    let by_host = |host: &str| {
+        let mut r = SimRequest::new("GET", "/hosted");
+        r.fields[2].1 = host.as_bytes().to_vec();
+        r
+    };
+    s.request(c, by_host("eu.api.sim:443"));
+    s.request(c, by_host("api.sim"));
+    s.request(c, SimRequest::new("GET", "/v2/users?id=7"));
+    s.request(c, SimRequest::new("GET", "/v2"));
+    s.request(c, SimRequest::new("GET", "/plain").field("x-canary", "1"));
+    s.request(c, SimRequest::new("GET", "/plain").field("x-canary", "0"));
+    run(&mut s, Duration::from_secs(10));
+    let r: Vec<&SimResponse> = s.clients[c].responses().collect();
+    let backend = |i: usize| r[i].field("x-backend").unwrap_or("-").to_owned();
+    assert!(
+        backend(0).starts_with("h1-2") || backend(0).starts_with("h1-3"),
+        "wildcard host: {:?}",
+        r[0]
+    );
+    assert!(
+        ["h1-0", "h1-1"].contains(&backend(1).as_str()),
+        "a bare api.sim is not *.api.sim: {:?}",
+        r[1]
+    );
+    // The prefix is stripped before forwarding; the response is edited.
+    assert!(
+        r[2].body.ends_with(b"GET /users?id=7"),
+        "{:?}",
+        String::from_utf8_lossy(&r[2].body)
+    );
+    assert_eq!(r[2].field("x-route"), Some("v2"));
+    assert_eq!(r[2].field("x-backend"), None);
+    assert!(
+        r[3].body.ends_with(b"GET /v2"),
+        "/v2 does not match /v2/: {:?}",
+        String::from_utf8_lossy(&r[3].body)
+    );
+    assert!(
+        ["h1-2", "h1-3"].contains(&backend(4).as_str()),
+        "{:?}",
+        r[4]
+    );
+    assert!(
+        ["h1-0", "h1-1"].contains(&backend(5).as_str()),
+        "{:?}",
+        r[5]
+    );
+}
+
+#[test]
+fn reload_moves_a_route_to_another_pool() {
+    use spooky_core::config::{PoolConfig, Route};
+    let mut s = sim(h1_only(3), |c| {
+        let blue = c.backends.split_off(2);
+        c.pools.push(PoolConfig {
+            name: "blue".into(),
+            backends: blue,
+            load_balancing: LoadBalancing::Random,
+        });
+    });
+    let c = s.add_client();
+    for i in 0..4 {
+        s.request(c, SimRequest::new("GET", &format!("/app/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    s.reload(|config| {
+        config.routes.push(Route {
+            path_prefix: Some("/app/".into()),
+            pool: "blue".into(),
+            ..Route::default()
+        });
+    });
+    for i in 0..4 {
+        s.request(c, SimRequest::new("GET", &format!("/app/again/{i}")));
+    }
+    run(&mut s, Duration::from_secs(10));
+    let names: Vec<String> = s.clients[c]
+        .responses()
+        .map(|r| r.field("x-backend").unwrap().to_owned())
+        .collect();
+    assert!(
+        names[..4].iter().all(|n| n == "h1-0" || n == "h1-1"),
+        "{names:?}"
+    );
+    assert!(names[4..].iter().all(|n| n == "h1-2"), "{names:?}");
+    assert_eq!(s.core.metrics().connections_accepted, 1);
+}

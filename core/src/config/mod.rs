@@ -41,6 +41,66 @@ pub struct Config {
     pub retries: RetryPolicy,
     /// The admin endpoint (metrics, backend states); off when `None`.
     pub admin: Option<AdminConfig>,
+    /// Named pools besides the default one formed by `backends`.
+    pub pools: Vec<PoolConfig>,
+    /// Routing rules, tried in order; a request no rule matches goes to the default pool.
+    pub routes: Vec<Route>,
+}
+
+/// The name of the pool formed by the top-level `backends`.
+pub const DEFAULT_POOL: &str = "default";
+
+/// A named group of backends with its own balancing strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Referenced by routes.
+    pub name: String,
+    /// Its backends (ids unique across all pools).
+    pub backends: Vec<BackendConfig>,
+    /// How a backend of this pool is chosen.
+    pub load_balancing: LoadBalancing,
+}
+
+/// A routing rule: which requests it takes, where they go, and how they change on the way.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Route {
+    /// `:authority` (or `host`) without the port, compared case-insensitively; `*.example.com`
+    /// matches any subdomain. `None` = any host.
+    pub host: Option<String>,
+    /// The path starts with this. `None` = any path.
+    pub path_prefix: Option<String>,
+    /// Request header fields that must be present with exactly these values (lowercase names).
+    pub headers: Vec<(String, String)>,
+    /// The pool requests go to (`default` = the top-level backends).
+    pub pool: String,
+    /// Removed from the start of the path before forwarding (`/api` turns `/api/x` into `/x`).
+    pub strip_prefix: Option<String>,
+    /// Changes to the request's header fields.
+    pub request_headers: HeaderEdits,
+    /// Changes to the response's header fields.
+    pub response_headers: HeaderEdits,
+}
+
+/// Header field changes: `remove` first, then `set` (replacing any field of that name).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderEdits {
+    /// Fields to set, `(lowercase name, value)`.
+    pub set: Vec<(String, String)>,
+    /// Field names to remove (lowercase).
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    /// True if there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// True if a field called `name` is removed or replaced.
+    pub fn drops(&self, name: &[u8]) -> bool {
+        self.remove.iter().any(|r| r.as_bytes() == name)
+            || self.set.iter().any(|(n, _)| n.as_bytes() == name)
+    }
 }
 
 /// The admin endpoint: plain HTTP/1.1 on TCP, for operators and scrapers.
@@ -465,7 +525,17 @@ impl Config {
             outlier_detection: OutlierDetection::default(),
             retries: RetryPolicy::default(),
             admin: None,
+            pools: Vec::new(),
+            routes: Vec::new(),
         }
+    }
+
+    /// Every backend of every pool: the default pool's first, then each pool's in order.
+    /// Backend-indexed data (such as [`TlsMaterials`](crate::TlsMaterials)) follows this order.
+    pub fn all_backends(&self) -> impl Iterator<Item = &BackendConfig> {
+        self.backends
+            .iter()
+            .chain(self.pools.iter().flat_map(|p| p.backends.iter()))
     }
 }
 

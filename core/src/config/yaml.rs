@@ -17,10 +17,10 @@ use yaml_rust2::{ScanError, Yaml, YamlLoader};
 
 use super::duration::{format_duration, parse_duration};
 use super::{
-    AdminConfig, BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey,
-    HealthCheck, InitialHealth, Limits, ListenConfig, ListenProtocol, ListenTls, LoadBalancing,
-    LogConfig, LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig, RuntimeKind, Timeouts,
-    UpstreamTls,
+    AdminConfig, BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, DEFAULT_POOL,
+    HashKey, HeaderEdits, HealthCheck, InitialHealth, Limits, ListenConfig, ListenProtocol,
+    ListenTls, LoadBalancing, LogConfig, LogLevel, OutlierDetection, PoolConfig, RetryPolicy,
+    Route, RuntimeConfig, RuntimeKind, Timeouts, UpstreamTls,
 };
 
 #[cfg(test)]
@@ -40,7 +40,19 @@ const TOP_KEYS: &[&str] = &[
     "outlier_detection",
     "retries",
     "admin",
+    "pools",
+    "routes",
 ];
+const POOL_KEYS: &[&str] = &["name", "backends", "load_balancing"];
+const ROUTE_KEYS: &[&str] = &[
+    "match",
+    "pool",
+    "strip_prefix",
+    "request_headers",
+    "response_headers",
+];
+const MATCH_KEYS: &[&str] = &["host", "path_prefix", "headers"];
+const EDIT_KEYS: &[&str] = &["set", "remove"];
 const ADMIN_KEYS: &[&str] = &["address"];
 const LISTEN_KEYS: &[&str] = &["protocol", "address", "port", "tls"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert", "key"];
@@ -516,6 +528,11 @@ fn config(root: &Node<'_>) -> Result<Config> {
     let outlier_detection = section(&map, "outlier_detection", outlier_detection)?;
     let retries = section(&map, "retries", retries)?;
     let admin = map.opt("admin", admin)?;
+    let pools = map.opt("pools", pools)?.unwrap_or_default();
+    check_backend_ids_across_pools(&backends, &pools)?;
+    let routes = map
+        .opt("routes", |n| routes(n, &pools))?
+        .unwrap_or_default();
     Ok(Config {
         listen,
         backends,
@@ -528,6 +545,8 @@ fn config(root: &Node<'_>) -> Result<Config> {
         outlier_detection,
         retries,
         admin,
+        pools,
+        routes,
     })
 }
 
@@ -1003,6 +1022,221 @@ fn hash_key(node: &Node<'_>) -> Result<HashKey> {
             "{text:?} is not a hash key; use one of: {HASH_KEYS}"
         ))),
     }
+}
+
+fn pools(node: &Node<'_>) -> Result<Vec<PoolConfig>> {
+    let Yaml::Array(items) = node.value else {
+        return Err(node.wrong_type("a list of pools"));
+    };
+    let mut pools: Vec<PoolConfig> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let map = Map::new(
+            &Node::new(format!("{}[{i}]", node.path), item),
+            "a pool",
+            POOL_KEYS,
+        )?;
+        let name_node = map.require("name", "a pool name such as api")?;
+        let name = string(&name_node, "a pool name such as api", true)?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(name_node.error(format!(
+                "{name:?} is not allowed: pool names use letters, digits, '_', '.' and '-'"
+            )));
+        }
+        if name == DEFAULT_POOL {
+            return Err(name_node.error(format!(
+                "\"{DEFAULT_POOL}\" is the pool of the top-level backends; choose another name"
+            )));
+        }
+        if let Some(first) = pools.iter().position(|p| p.name == name) {
+            return Err(name_node.error(format!(
+                "{name:?} is used twice (also {}[{first}].name); pool names must be unique",
+                node.path
+            )));
+        }
+        let backends = backends(&map.require("backends", "a list of backends")?)?;
+        let load_balancing = match map.get("load_balancing") {
+            Some(node) => load_balancing(&node)?,
+            None => LoadBalancing::RoundRobin,
+        };
+        pools.push(PoolConfig {
+            name: name.to_owned(),
+            backends,
+            load_balancing,
+        });
+    }
+    Ok(pools)
+}
+
+/// Backend ids are unique across the default pool and every named pool (metrics and logs name
+/// backends by id).
+fn check_backend_ids_across_pools(default: &[BackendConfig], pools: &[PoolConfig]) -> Result<()> {
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    let all = default
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("backends[{i}].id"), b))
+        .chain(pools.iter().enumerate().flat_map(|(p, pool)| {
+            pool.backends
+                .iter()
+                .enumerate()
+                .map(move |(i, b)| (format!("pools[{p}].backends[{i}].id"), b))
+        }));
+    for (path, b) in all {
+        if let Some(first) = seen.insert(&b.id, path.clone()) {
+            return Err(ConfigError::new(
+                path,
+                format!(
+                    "{:?} is used twice (also {first}); backend ids must be unique across all pools",
+                    b.id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn routes(node: &Node<'_>, pools: &[PoolConfig]) -> Result<Vec<Route>> {
+    let Yaml::Array(items) = node.value else {
+        return Err(node.wrong_type("a list of routes"));
+    };
+    let mut routes = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let map = Map::new(
+            &Node::new(format!("{}[{i}]", node.path), item),
+            "a route",
+            ROUTE_KEYS,
+        )?;
+        let mut route = Route::default();
+        if let Some(m) = map.get("match") {
+            let m = Map::new(&m, "a match", MATCH_KEYS)?;
+            if let Some(host) = m.get("host") {
+                let text = string(&host, "a host name such as api.example.com", false)?;
+                let bare = text.strip_prefix("*.").unwrap_or(text);
+                if bare.is_empty()
+                    || !bare
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                {
+                    return Err(host.error(format!(
+                        "{text:?} is not a host name; expected something like api.example.com or \
+                         *.example.com (no port, no scheme)"
+                    )));
+                }
+                route.host = Some(text.to_ascii_lowercase());
+            }
+            if let Some(prefix) = m.get("path_prefix") {
+                route.path_prefix = Some(path_prefix(&prefix)?);
+            }
+            if let Some(headers) = m.get("headers") {
+                let Yaml::Hash(pairs) = headers.value else {
+                    return Err(headers.wrong_type("a mapping of header names to values"));
+                };
+                for (name, value) in pairs {
+                    let name = header_name(&headers, name)?;
+                    let value_node = Node::new(child_path(&headers.path, &name), value);
+                    let value = string(&value_node, "a header value", true)?;
+                    route.headers.push((name, value.to_owned()));
+                }
+            }
+        }
+        let pool_node = map.require("pool", "the name of a pool, or default")?;
+        let pool = string(&pool_node, "the name of a pool, or default", false)?;
+        if pool != DEFAULT_POOL && !pools.iter().any(|p| p.name == pool) {
+            let known: Vec<&str> = std::iter::once(DEFAULT_POOL)
+                .chain(pools.iter().map(|p| p.name.as_str()))
+                .collect();
+            return Err(pool_node.error(format!(
+                "{pool:?} is not a pool; use one of: {}",
+                known.join(", ")
+            )));
+        }
+        route.pool = pool.to_owned();
+        if let Some(strip) = map.get("strip_prefix") {
+            route.strip_prefix = Some(path_prefix(&strip)?);
+        }
+        if let Some(edits) = map.get("request_headers") {
+            route.request_headers = header_edits(&edits)?;
+        }
+        if let Some(edits) = map.get("response_headers") {
+            route.response_headers = header_edits(&edits)?;
+        }
+        routes.push(route);
+    }
+    Ok(routes)
+}
+
+fn path_prefix(node: &Node<'_>) -> Result<String> {
+    let text = string(node, "a path prefix such as /api/", true)?;
+    if !text.starts_with('/') || text.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(node.error(format!(
+            "{text:?} is not a path prefix; it must start with / and contain only visible ASCII"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+fn header_name(parent: &Node<'_>, name: &Yaml) -> Result<String> {
+    let Yaml::String(name) = name else {
+        return Err(parent.error(format!("{} is not a header name", quote_value(name))));
+    };
+    let lower = name.to_ascii_lowercase();
+    let token = !lower.is_empty()
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(parent.error(format!("{name:?} is not a valid header name")));
+    }
+    if matches!(
+        lower.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "content-length"
+            | "host"
+            | "te"
+    ) {
+        return Err(parent.error(format!(
+            "{name:?} cannot be changed: Spooky manages it (connection-specific or framing)"
+        )));
+    }
+    Ok(lower)
+}
+
+fn header_edits(node: &Node<'_>) -> Result<HeaderEdits> {
+    let map = Map::new(node, "header changes", EDIT_KEYS)?;
+    let mut edits = HeaderEdits::default();
+    if let Some(set) = map.get("set") {
+        let Yaml::Hash(pairs) = set.value else {
+            return Err(set.wrong_type("a mapping of header names to values"));
+        };
+        for (name, value) in pairs {
+            let name = header_name(&set, name)?;
+            let value_node = Node::new(child_path(&set.path, &name), value);
+            let value = string(&value_node, "a header value", true)?;
+            if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) || value.trim() != value {
+                return Err(value_node.error(format!(
+                    "{value:?} is not a valid header value (control characters or surrounding spaces)"
+                )));
+            }
+            edits.set.push((name, value.to_owned()));
+        }
+    }
+    if let Some(remove) = map.get("remove") {
+        let Yaml::Array(names) = remove.value else {
+            return Err(remove.wrong_type("a list of header names"));
+        };
+        for name in names {
+            edits.remove.push(header_name(&remove, name)?);
+        }
+    }
+    Ok(edits)
 }
 
 fn admin(node: &Node<'_>) -> Result<AdminConfig> {

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::dispatch::forwarded_fields;
+use super::dispatch::{forwarded_fields, upstream_path};
 use super::exchange::{Leg, ReqState, RespState};
 use super::health::Failure;
 use super::{Core, ExId, TimerKey};
@@ -115,18 +115,21 @@ impl Core {
             }
             None => RequestBodyFraming::Chunked,
         };
+        let route = e.route.as_ref().map(|(config, r)| &config.routes[*r]);
         let fields = forwarded_fields(
             head,
             e.probe.is_none().then(|| e.peer.ip()),
             &[b"host", b"content-length", b"te"],
             true,
+            route.map(|r| &r.request_headers),
         );
+        let path = upstream_path(head.path().unwrap_or(b"/"), route);
         let out = &mut self.scratch;
         out.clear();
         http1::write_request_head(
             out,
             head.method_bytes(),
-            head.path().unwrap_or(b"/"),
+            &path,
             head.authority().unwrap_or_default(),
             &fields,
             framing,

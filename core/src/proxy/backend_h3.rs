@@ -6,7 +6,7 @@ use quinn_proto::{Connection, Dir, Event, Side, StreamEvent, StreamId, WriteErro
 use smallvec::SmallVec;
 
 use super::client::READ_CHUNK;
-use super::dispatch::forwarded_fields;
+use super::dispatch::{forwarded_fields, upstream_path};
 use super::exchange::{Leg, RespState, headers_frame};
 use super::health::Failure;
 use super::{Core, ExId, TimerKey, slot};
@@ -118,12 +118,20 @@ impl Core {
         let max_header = u64::from(self.config.limits.max_header_size);
         let e = &mut self.exchanges[ex];
         let head = e.head.as_ref().expect("dispatched requests have a head");
-        let regular = forwarded_fields(head, client_ip, &[], false);
+        let route = e.route.as_ref().map(|(config, r)| &config.routes[*r]);
+        let regular = forwarded_fields(
+            head,
+            client_ip,
+            &[],
+            false,
+            route.map(|r| &r.request_headers),
+        );
+        let path = upstream_path(head.path().unwrap_or(b"/"), route);
         let pseudo: [(&[u8], &[u8]); 4] = [
             (b":method", head.method_bytes()),
             (b":scheme", head.scheme().unwrap_or(b"https")),
             (b":authority", head.authority().unwrap_or_default()),
-            (b":path", head.path().unwrap_or(b"/")),
+            (b":path", &path),
         ];
         let frame = headers_frame(
             pseudo.into_iter().chain(regular.iter()),

@@ -3,7 +3,9 @@
 use super::exchange::{Leg, ReqState, RespState, headers_frame};
 use super::pool::NoBackend;
 use super::{Core, ExId, TimerKey};
-use crate::config::BackendProtocol;
+use std::borrow::Cow;
+
+use crate::config::{BackendProtocol, HeaderEdits, Route};
 use crate::fields::FieldSection;
 use crate::h3::frame;
 use crate::h3::message::RequestHead;
@@ -19,14 +21,7 @@ impl Core {
         if e.req == ReqState::Abandoned || e.client_done || e.resp != RespState::AwaitHead {
             return;
         }
-        let hash = e
-            .head
-            .as_ref()
-            .and_then(|head| self.pool.request_hash(head, e.peer.ip()));
-        let choice = self
-            .pool
-            .choose(hash, &e.tried, &self.config.circuit_breaker, &mut self.rng);
-        let b = match choice {
+        let b = match self.choose_backend(ex) {
             Ok(b) => b,
             Err(NoBackend::NoneAvailable) => {
                 self.metrics.no_backend += 1;
@@ -40,7 +35,7 @@ impl Core {
             }
         };
         self.exchanges[ex].backend = Some(b);
-        self.pool.add_in_flight(b, 1);
+        self.add_in_flight(b, 1);
         self.attach_to_backend(ex, b);
     }
 
@@ -174,20 +169,56 @@ impl Core {
     }
 }
 
+/// The path to send to the backend: the route's `strip_prefix` removed (an empty rest
+/// becomes `/`).
+pub(super) fn upstream_path<'a>(path: &'a [u8], route: Option<&Route>) -> Cow<'a, [u8]> {
+    let Some(prefix) = route.and_then(|r| r.strip_prefix.as_deref()) else {
+        return Cow::Borrowed(path);
+    };
+    match path.strip_prefix(prefix.trim_end_matches('/').as_bytes()) {
+        Some(rest) if rest.first() == Some(&b'/') => Cow::Borrowed(rest),
+        Some(rest) => {
+            let mut owned = Vec::with_capacity(rest.len() + 1);
+            owned.push(b'/');
+            owned.extend_from_slice(rest);
+            Cow::Owned(owned)
+        }
+        None => Cow::Borrowed(path),
+    }
+}
+
 /// Header fields for the backend request: the client's regular fields, with
-/// `x-forwarded-for` extended by the client's address and `x-forwarded-proto` set.
-/// `skip` names fields the caller writes itself.
+/// `x-forwarded-for` extended by the client's address and `x-forwarded-proto` set, then the
+/// route's edits. `skip` names fields the caller writes itself.
 pub(super) fn forwarded_fields(
     head: &RequestHead,
     client_ip: Option<std::net::IpAddr>,
     skip: &[&[u8]],
     join_cookies: bool,
+    edits: Option<&HeaderEdits>,
+) -> FieldSection {
+    let mut out = forwarded_fields_unedited(head, client_ip, skip, join_cookies, edits);
+    if let Some(edits) = edits {
+        for (name, value) in &edits.set {
+            out.push(name.as_bytes(), value.as_bytes());
+        }
+    }
+    out
+}
+
+fn forwarded_fields_unedited(
+    head: &RequestHead,
+    client_ip: Option<std::net::IpAddr>,
+    skip: &[&[u8]],
+    join_cookies: bool,
+    edits: Option<&HeaderEdits>,
 ) -> FieldSection {
     let mut out = FieldSection::with_capacity(head.fields.rfc_size(), head.fields.len() + 2);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut cookies: Option<Vec<u8>> = None;
     for (name, value) in head.regular_fields() {
-        if skip.contains(&name) || name == b"x-forwarded-proto" {
+        let dropped = edits.is_some_and(|e| e.drops(name));
+        if skip.contains(&name) || name == b"x-forwarded-proto" || dropped {
             continue;
         }
         match name {

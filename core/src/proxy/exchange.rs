@@ -116,6 +116,8 @@ pub(super) struct Exchange {
     pub(super) probe: Option<usize>,
     /// Routing was held back once to wait for the end of a bodiless request.
     pub(super) waited_for_end: bool,
+    /// The route the current attempt took, if a rule matched.
+    pub(super) route: Option<super::pool::RouteRef>,
 
     // Backend → client.
     pub(super) resp: RespState,
@@ -165,6 +167,7 @@ impl Exchange {
             attempt_started: now,
             probe: None,
             waited_for_end: false,
+            route: None,
             resp: RespState::AwaitHead,
             status: 0,
             resp_declared: None,
@@ -230,10 +233,22 @@ impl Core {
     ) {
         let digits = status_digits(status);
         let status_field = std::iter::once((&b":status"[..], &digits[..]));
+        // The route's response edits apply to the final head.
+        let route = self.exchanges.get(ex).and_then(|e| e.route.clone());
+        let edits = route
+            .as_ref()
+            .map(|(config, r)| &config.routes[*r].response_headers)
+            .filter(|edits| !edits.is_empty() && !(100..200).contains(&status));
         // Shorten the fields' lifetime to that of `digits`.
-        let fields = fields.map(|(n, v)| -> (&[u8], &[u8]) { (n, v) });
+        let fields = fields
+            .map(|(n, v)| -> (&[u8], &[u8]) { (n, v) })
+            .filter(|(n, _)| !edits.is_some_and(|e| e.drops(n)));
+        let added = edits
+            .into_iter()
+            .flat_map(|e| e.set.iter())
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
         let frame = headers_frame(
-            status_field.chain(fields),
+            status_field.chain(fields).chain(added),
             &mut self.scratch,
             &mut self.arena,
         );
@@ -458,13 +473,13 @@ impl Core {
             conn.streams.remove(&e.stream);
         }
         if let Some(b) = e.backend {
-            self.pool.add_in_flight(b, -1);
+            self.add_in_flight(b, -1);
             if matches!(e.leg, Leg::Waiting) {
                 self.backends[b].waiting.retain(|&w| w != ex);
             }
         }
         if e.retrying {
-            self.pool.retries_in_flight = self.pool.retries_in_flight.saturating_sub(1);
+            self.retries_in_flight = self.retries_in_flight.saturating_sub(1);
         }
         if e.probe.is_some() {
             self.probe_removed(&e, ex);

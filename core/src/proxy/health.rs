@@ -72,17 +72,9 @@ pub(super) enum Failure {
 }
 
 impl Core {
-    /// True if backend `b` may receive requests: healthy and not ejected.
-    fn takes_traffic(&self, b: usize) -> bool {
-        let backend = &self.backends[b];
-        !backend.retired
-            && backend.health.state == HealthState::Healthy
-            && backend.outlier.ejected_until.is_none()
-    }
-
     pub(super) fn refresh_availability(&mut self, b: usize) {
-        let available = self.takes_traffic(b);
-        self.pool.set_available(b, available);
+        let available = self.backends[b].takes_traffic();
+        self.set_backend_available(b, available);
     }
 
     /// Schedules the first probe of every backend with a health check.
@@ -151,7 +143,7 @@ impl Core {
         let ex = self.exchanges.insert(e);
         self.backends[b].health.probe = Some(ex);
         self.exchanges[ex].backend = Some(b);
-        self.pool.add_in_flight(b, 1);
+        self.add_in_flight(b, 1);
         self.set_exchange_deadline(ex, self.now + hc.timeout);
         self.attach_to_backend(ex, b);
     }
@@ -218,7 +210,7 @@ impl Core {
             .latency
             .observe(self.now, elapsed.as_secs_f64() * 1e6);
         let latency = backend.latency.value_us();
-        self.pool.set_latency(b, latency);
+        self.set_backend_latency(b, latency);
         let outlier = &mut self.backends[b].outlier;
         outlier.consecutive_failures = 0;
         if status >= 500 {
@@ -321,9 +313,9 @@ impl Core {
             e.backend = None;
             if !e.retrying {
                 e.retrying = true;
-                self.pool.retries_in_flight += 1;
+                self.retries_in_flight += 1;
             }
-            self.pool.add_in_flight(b, -1);
+            self.add_in_flight(b, -1);
             self.dispatch(ex);
             return true;
         }
@@ -376,7 +368,7 @@ impl Core {
         let allowed = (in_flight * u64::from(policy.budget_percent) / 100)
             .max(u64::from(policy.min_retries_in_flight));
         let extra = u64::from(!e.retrying);
-        u64::from(self.pool.retries_in_flight) + extra <= allowed
+        u64::from(self.retries_in_flight) + extra <= allowed
     }
 
     /// Whether a response with this status from the backend should be retried instead of

@@ -143,6 +143,11 @@ struct Backend {
     latency: PeakEwma,
     /// Attempts sent to it (not counting probes).
     requests: u64,
+    /// Requests in flight to it (probes included).
+    in_flight: u32,
+    /// Its pool (index into `Core::pools`; `pool::NO_POOL` once retired) and slot there.
+    pool: usize,
+    slot: usize,
 }
 
 /// Spooky's core. See the crate documentation for the loop that drives it.
@@ -159,7 +164,12 @@ pub struct Core {
     next_tcp_id: u64,
     exchanges: Slab<Exchange>,
     backends: Vec<Backend>,
-    pool: Pool,
+    /// The default pool first, then the named ones.
+    pools: Vec<Pool>,
+    /// The pool of each route of the configuration.
+    route_pools: Vec<usize>,
+    /// Retries in flight, for the retry budget.
+    retries_in_flight: u32,
     timers: TimerQueue<TimerKey>,
     /// TCP commands waiting for `poll_output`.
     commands: VecDeque<Output>,
@@ -212,12 +222,18 @@ impl Core {
             None,
         );
 
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
+        let mut backends = Vec::new();
+        for (i, b) in config.all_backends().enumerate() {
             let verify = tls.backends.get(i).and_then(Option::as_ref);
             backends.push(Backend::new(b, verify, &config, mode, &mut rng)?);
         }
-        let pool = Pool::new(&config.load_balancing, &backends);
+        // Members of each pool, in configuration order.
+        let mut members = Vec::new();
+        let mut next = 0;
+        for (_, _, count) in pool::pool_layout(&config) {
+            members.push((next..next + count).collect::<Vec<usize>>());
+            next += count;
+        }
 
         let mut core = Core {
             now,
@@ -234,7 +250,9 @@ impl Core {
             next_tcp_id: 0,
             exchanges: Slab::new(),
             backends,
-            pool,
+            pools: Vec::new(),
+            route_pools: Vec::new(),
+            retries_in_flight: 0,
             timers: TimerQueue::new(),
             commands: VecDeque::new(),
             endpoint_transmits: VecDeque::new(),
@@ -246,6 +264,7 @@ impl Core {
             arena: arena::Arena::default(),
             crypto_mode: mode,
         };
+        core.build_pools(members);
         core.schedule_initial_probes();
         Ok(core)
     }
@@ -372,12 +391,12 @@ impl Core {
         self.backends
             .iter()
             .enumerate()
-            .map(|(b, backend)| BackendStatus {
+            .map(|(_, backend)| BackendStatus {
                 id: backend.id.to_string(),
                 healthy: backend.health.state == health::HealthState::Healthy,
                 ejected: backend.outlier.ejected_until.is_some(),
-                available: self.pool.is_available(b),
-                in_flight: self.pool.in_flight(b),
+                available: backend.takes_traffic(),
+                in_flight: backend.in_flight,
                 latency_ms: backend.latency.value_us() / 1e3,
                 requests: backend.requests,
             })
@@ -563,7 +582,17 @@ impl Backend {
             outlier: Outlier::default(),
             latency: PeakEwma::default(),
             requests: 0,
+            in_flight: 0,
+            pool: pool::NO_POOL,
+            slot: 0,
         })
+    }
+
+    /// May receive new requests: not retired, healthy, not ejected.
+    fn takes_traffic(&self) -> bool {
+        !self.retired
+            && self.health.state == health::HealthState::Healthy
+            && self.outlier.ejected_until.is_none()
     }
 }
 

@@ -34,33 +34,43 @@ impl Core {
             }
         }
 
+        // Match every backend of every pool by id; the pools are rebuilt around them.
         let mut keep = vec![false; self.backends.len()];
         let (mut added, mut retired) = (0, 0);
-        for (i, wanted) in new.backends.iter().enumerate() {
-            let current = self
-                .backends
-                .iter()
-                .position(|b| !b.retired && b.config.id == wanted.id);
-            match current {
-                Some(b) if same_endpoint(&self.backends[b].config, wanted) => {
-                    keep[b] = true;
-                    self.update_backend(b, wanted);
-                }
-                _ => {
-                    let verify = tls.backends.get(i).and_then(Option::as_ref);
-                    match Backend::new(wanted, verify, &new, self.crypto_mode, &mut self.rng) {
-                        Ok(backend) => {
-                            self.backends.push(backend);
-                            self.pool.push(wanted.weight);
-                            keep.push(true);
-                            added += 1;
-                        }
-                        Err(error) => {
-                            tracing::error!(backend = %wanted.id, %error, "cannot add backend")
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut wanted_backends = new.all_backends().enumerate();
+        for (_, _, count) in super::pool::pool_layout(&new) {
+            let mut list = Vec::with_capacity(count);
+            for (i, wanted) in wanted_backends.by_ref().take(count) {
+                let current = self
+                    .backends
+                    .iter()
+                    .position(|b| !b.retired && b.config.id == wanted.id);
+                let b = match current {
+                    Some(b) if same_endpoint(&self.backends[b].config, wanted) => {
+                        self.update_backend(b, wanted);
+                        b
+                    }
+                    _ => {
+                        let verify = tls.backends.get(i).and_then(Option::as_ref);
+                        match Backend::new(wanted, verify, &new, self.crypto_mode, &mut self.rng) {
+                            Ok(backend) => {
+                                self.backends.push(backend);
+                                keep.push(false);
+                                added += 1;
+                                self.backends.len() - 1
+                            }
+                            Err(error) => {
+                                tracing::error!(backend = %wanted.id, %error, "cannot add backend");
+                                continue;
+                            }
                         }
                     }
-                }
+                };
+                keep[b] = true;
+                list.push(b);
             }
+            members.push(list);
         }
         for (b, kept) in keep.into_iter().enumerate() {
             if !kept && !self.backends[b].retired {
@@ -69,11 +79,10 @@ impl Core {
             }
         }
 
+        drop(wanted_backends);
         self.config = new;
-        self.pool
-            .restrategize(&self.config.load_balancing, &self.backends);
+        self.build_pools(members);
         for b in 0..self.backends.len() {
-            self.refresh_availability(b);
             let probing =
                 self.backends[b].config.health_check.is_some() && !self.backends[b].retired;
             if probing && self.timers_probe_missing(b) {
@@ -82,9 +91,10 @@ impl Core {
         }
         tracing::info!(
             backends = self.backends.iter().filter(|b| !b.retired).count(),
+            pools = self.pools.len(),
+            routes = self.config.routes.len(),
             added,
             retired,
-            strategy = self.config.load_balancing.name(),
             "configuration reloaded"
         );
     }
@@ -104,7 +114,6 @@ impl Core {
             }
         }
         backend.config = wanted.clone();
-        self.pool.set_weight(b, wanted.weight);
     }
 
     /// Takes a backend out for good: no new requests, no probes; idle connections close now,
@@ -115,7 +124,6 @@ impl Core {
         tracing::info!(backend = %backend.id, "backend removed by reload; finishing its requests");
         self.timers.set(TimerKey::Probe(b), None);
         self.timers.set(TimerKey::Uneject(b), None);
-        self.refresh_availability(b);
         let idle: Vec<_> = self.backends[b].tcp_idle.drain(..).collect();
         for tcp in idle {
             self.close_tcp(tcp);

@@ -67,7 +67,7 @@ pub enum UpstreamVerify {
 pub struct TlsMaterials {
     /// The listener's identity.
     pub server: ServerIdentity,
-    /// Per backend (same order as `Config::backends`): how to verify it; `None` for HTTP/1.1.
+    /// Per backend (in `Config::all_backends` order): how to verify it; `None` for HTTP/1.1.
     pub backends: Vec<Option<UpstreamVerify>>,
 }
 
@@ -97,14 +97,20 @@ impl TlsMaterials {
         server_crypto(&server, CryptoMode::System)
             .map_err(|e| ConfigError::new("listen.tls", e))?;
 
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
+        // Key paths of every backend, in `Config::all_backends` order.
+        let paths = (0..config.backends.len())
+            .map(|i| format!("backends[{i}]"))
+            .chain(config.pools.iter().enumerate().flat_map(|(p, pool)| {
+                (0..pool.backends.len()).map(move |i| format!("pools[{p}].backends[{i}]"))
+            }));
+        let mut backends = Vec::new();
+        for (b, path) in config.all_backends().zip(paths) {
             if b.protocol != BackendProtocol::Http3 {
                 backends.push(None);
                 continue;
             }
             let verify = if let Some(ca) = &b.tls.ca {
-                let key = format!("backends[{i}].tls.ca");
+                let key = format!("{path}.tls.ca");
                 let bytes = read_file(&key, ca)?;
                 let certs = parse_certificates(&bytes).map_err(|e| ConfigError::new(&key, e))?;
                 let mut roots = RootCertStore::empty();
@@ -118,7 +124,7 @@ impl TlsMaterials {
                 UpstreamVerify::InsecureSkipVerify
             } else {
                 return Err(ConfigError::new(
-                    format!("backends[{i}].tls"),
+                    format!("{path}.tls"),
                     "an http3 backend needs tls.ca or tls.insecure_skip_verify: true",
                 ));
             };
