@@ -5,6 +5,8 @@
 //! - `GET /bytes/N`: N bytes where byte i is `i % 251`;
 //! - `GET /sleep/MS`: answers after MS milliseconds;
 //! - `GET /status/NNN`: answers with that status;
+//! - `GET /headers` (or any path ending in `/headers`): the request's path and header
+//!   fields, one `name: value` line each;
 //! - `POST`/`PUT` anything: echoes the request body back, streaming;
 //! - anything else: `hello from NAME`.
 //!
@@ -150,12 +152,25 @@ fn new_shared(name: &str) -> Arc<Shared> {
     })
 }
 
+/// What `/headers` answers: the path, then every header field.
+fn describe_request(path: &str, headers: &http::HeaderMap) -> String {
+    let mut out = format!("path: {path}\n");
+    for (name, value) in headers {
+        out.push_str(&format!(
+            "{name}: {}\n",
+            value.to_str().unwrap_or("<binary>")
+        ));
+    }
+    out
+}
+
 /// The bytes `/bytes/N` returns.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 enum Route {
+    Headers,
     Bytes(usize),
     Sleep(u64),
     Status(u16),
@@ -171,7 +186,9 @@ fn route(method: &Method, path: &str) -> Route {
         path.strip_prefix(prefix)
             .and_then(|n| n.parse::<u64>().ok())
     };
-    if let Some(n) = number("/bytes/") {
+    if path.ends_with("/headers") {
+        Route::Headers
+    } else if let Some(n) = number("/bytes/") {
         Route::Bytes(n as usize)
     } else if let Some(ms) = number("/sleep/") {
         Route::Sleep(ms)
@@ -208,6 +225,10 @@ async fn handle_h1(
         return Ok(response.expect("valid response"));
     }
     let response = match route(req.method(), req.uri().path()) {
+        Route::Headers => builder.body(full(describe_request(
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+            req.headers(),
+        ))),
         Route::Echo => builder.body(req.into_body().boxed()),
         Route::Bytes(n) => builder.body(full(pattern(n))),
         Route::Sleep(ms) => {
@@ -361,6 +382,13 @@ async fn serve_h3(
             // Read (and ignore) whatever body a GET carries.
             while stream.recv_data().await?.is_some() {}
             let (status, body) = match other {
+                Route::Headers => (
+                    StatusCode::OK,
+                    Bytes::from(describe_request(
+                        req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                        req.headers(),
+                    )),
+                ),
                 Route::Bytes(n) => (StatusCode::OK, Bytes::from(pattern(n))),
                 Route::Sleep(ms) => {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
