@@ -189,24 +189,8 @@ pub(super) fn upstream_path<'a>(path: &'a [u8], route: Option<&Route>) -> Cow<'a
 
 /// Header fields for the backend request: the client's regular fields, with
 /// `x-forwarded-for` extended by the client's address and `x-forwarded-proto` set, then the
-/// route's edits. `skip` names fields the caller writes itself.
+/// route's edits (remove, then set). `skip` names fields the caller writes itself.
 pub(super) fn forwarded_fields(
-    head: &RequestHead,
-    client_ip: Option<std::net::IpAddr>,
-    skip: &[&[u8]],
-    join_cookies: bool,
-    edits: Option<&HeaderEdits>,
-) -> FieldSection {
-    let mut out = forwarded_fields_unedited(head, client_ip, skip, join_cookies, edits);
-    if let Some(edits) = edits {
-        for (name, value) in &edits.set {
-            out.push(name.as_bytes(), value.as_bytes());
-        }
-    }
-    out
-}
-
-fn forwarded_fields_unedited(
     head: &RequestHead,
     client_ip: Option<std::net::IpAddr>,
     skip: &[&[u8]],
@@ -244,15 +228,19 @@ fn forwarded_fields_unedited(
         out.push(b"cookie", &c);
     }
     // Probes have no client to name.
-    let Some(client_ip) = client_ip else {
-        return out;
-    };
-    let mut xff = forwarded_for.unwrap_or_default();
-    if !xff.is_empty() {
-        xff.extend_from_slice(b", ");
+    if let Some(client_ip) = client_ip {
+        let mut xff = forwarded_for.unwrap_or_default();
+        if !xff.is_empty() {
+            xff.extend_from_slice(b", ");
+        }
+        let _ = std::io::Write::write_fmt(&mut xff, format_args!("{client_ip}"));
+        out.push(b"x-forwarded-for", &xff);
+        out.push(b"x-forwarded-proto", b"https");
     }
-    let _ = std::io::Write::write_fmt(&mut xff, format_args!("{client_ip}"));
-    out.push(b"x-forwarded-for", &xff);
-    out.push(b"x-forwarded-proto", b"https");
+    if let Some(edits) = edits {
+        for (name, value) in &edits.set {
+            out.push(name.as_bytes(), value.as_bytes());
+        }
+    }
     out
 }
