@@ -36,6 +36,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod capture;
 pub mod config;
 pub mod fields;
 pub mod h3;

@@ -1114,37 +1114,30 @@ fn routes(node: &Node<'_>, pools: &[PoolConfig]) -> Result<Vec<Route>> {
         if let Some(m) = map.get("match") {
             let m = Map::new(&m, "a match", MATCH_KEYS)?;
             if let Some(host) = m.get("host") {
-                let text = string(&host, "a host name such as api.example.com", false)?;
-                let bare = text.strip_prefix("*.").unwrap_or(text);
-                if bare.is_empty()
-                    || !bare
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-                {
-                    return Err(host.error(format!(
-                        "{text:?} is not a host name; expected something like api.example.com or \
-                         *.example.com (no port, no scheme)"
-                    )));
-                }
-                route.host = Some(text.to_ascii_lowercase());
+                route.host = Some(host_pattern(&host)?);
             }
             if let Some(prefix) = m.get("path_prefix") {
                 route.path_prefix = Some(path_prefix(&prefix)?);
             }
             if let Some(headers) = m.get("headers") {
                 let Yaml::Hash(pairs) = headers.value else {
-                    return Err(headers.wrong_type("a mapping of header names to values"));
+                    return Err(headers.wrong_type(
+                        "a mapping of header names to values, such as { x-canary: \"1\" }",
+                    ));
                 };
                 for (name, value) in pairs {
-                    let name = header_name(&headers, name)?;
+                    let name = header_name(&headers, name, HeaderUse::Match)?;
                     let value_node = Node::new(child_path(&headers.path, &name), value);
-                    let value = string(&value_node, "a header value", true)?;
-                    route.headers.push((name, value.to_owned()));
+                    if route.headers.iter().any(|(n, _)| *n == name) {
+                        return Err(repeated_header(&value_node, &name));
+                    }
+                    let value = header_value(&value_node)?;
+                    route.headers.push((name, value));
                 }
             }
         }
         let pool_node = map.require("pool", "the name of a pool, or default")?;
-        let pool = string(&pool_node, "the name of a pool, or default", false)?;
+        let pool = string(&pool_node, "the name of a pool, or default", true)?;
         if pool != DEFAULT_POOL && !pools.iter().any(|p| p.name == pool) {
             let known: Vec<&str> = std::iter::once(DEFAULT_POOL)
                 .chain(pools.iter().map(|p| p.name.as_str()))
@@ -1169,6 +1162,35 @@ fn routes(node: &Node<'_>, pools: &[PoolConfig]) -> Result<Vec<Route>> {
     Ok(routes)
 }
 
+/// `api.example.com` or `*.example.com`: dot-separated labels of letters, digits and `-`,
+/// lowercased (hosts are compared case-insensitively).
+fn host_pattern(node: &Node<'_>) -> Result<String> {
+    let allowed = "expected a host name such as api.example.com, or *.example.com for any of its \
+                   subdomains: letters, digits, '-' and '.', without scheme, port or path";
+    let text = string(node, "a host name such as api.example.com", false)?;
+    let bare = text.strip_prefix("*.").unwrap_or(text);
+    let valid = !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        let hint = if text.contains("://") {
+            " (remove the scheme)"
+        } else if text.contains('/') {
+            " (remove the path; match paths with path_prefix)"
+        } else if text.contains(':') {
+            " (remove the port; hosts are matched without it)"
+        } else {
+            ""
+        };
+        return Err(node.error(format!("{text:?} is not a host pattern{hint}; {allowed}")));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
 fn path_prefix(node: &Node<'_>) -> Result<String> {
     let text = string(node, "a path prefix such as /api/", true)?;
     if !text.starts_with('/') || text.bytes().any(|b| !b.is_ascii_graphic()) {
@@ -1179,9 +1201,43 @@ fn path_prefix(node: &Node<'_>) -> Result<String> {
     Ok(text.to_owned())
 }
 
-fn header_name(parent: &Node<'_>, name: &Yaml) -> Result<String> {
-    let Yaml::String(name) = name else {
-        return Err(parent.error(format!("{} is not a header name", quote_value(name))));
+/// What a header name in the configuration is used for (its error messages differ).
+#[derive(Clone, Copy)]
+enum HeaderUse {
+    /// `match.headers`.
+    Match,
+    /// `request_headers` / `response_headers`.
+    Edit,
+}
+
+/// Fields that describe the connection or the message framing, or that Spooky writes itself:
+/// routes neither match nor edit them.
+const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A header field name (an HTTP token), lowercased. `at` is where errors are reported.
+fn header_name(at: &Node<'_>, name: &Yaml, purpose: HeaderUse) -> Result<String> {
+    const TOKEN: &str =
+        "header names use letters, digits and the symbols !#$%&'*+-.^_`|~ (no spaces, no ':')";
+    let name = match name {
+        Yaml::String(name) => name,
+        Yaml::Integer(_) | Yaml::Real(_) | Yaml::Boolean(_) => {
+            return Err(at.error(format!(
+                "{} is not a header name; put it in quotes to use it as text",
+                quote_value(name)
+            )));
+        }
+        other => {
+            return Err(at.error(format!("{} is not a header name; {TOKEN}", describe(other))));
+        }
     };
     let lower = name.to_ascii_lowercase();
     let token = !lower.is_empty()
@@ -1189,24 +1245,50 @@ fn header_name(parent: &Node<'_>, name: &Yaml) -> Result<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if !token {
-        return Err(parent.error(format!("{name:?} is not a valid header name")));
+        return Err(at.error(format!("{name:?} is not a valid header name; {TOKEN}")));
     }
-    if matches!(
-        lower.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "content-length"
-            | "host"
-            | "te"
-    ) {
-        return Err(parent.error(format!(
-            "{name:?} cannot be changed: Spooky manages it (connection-specific or framing)"
-        )));
+    if MANAGED_HEADERS.contains(&lower.as_str()) {
+        let managed = MANAGED_HEADERS.join(", ");
+        return Err(at.error(match purpose {
+            HeaderUse::Match if lower == "host" => format!(
+                "{name:?} cannot be matched as a header; use match.host (it covers both \
+                 :authority and host)"
+            ),
+            HeaderUse::Match => format!(
+                "{name:?} cannot be matched: Spooky manages it (connection-specific or \
+                 framing); routes cannot match {managed}"
+            ),
+            HeaderUse::Edit => format!(
+                "{name:?} cannot be changed: Spooky manages it (connection-specific or \
+                 framing); routes cannot set or remove {managed}"
+            ),
+        }));
     }
     Ok(lower)
+}
+
+/// A header field value: text without control characters (tab excepted) and without leading
+/// or trailing spaces or tabs, as requests must have them (RFC 9110 §5.5).
+fn header_value(node: &Node<'_>) -> Result<String> {
+    let value = string(node, "a header value", true)?;
+    let bytes = value.as_bytes();
+    let control = bytes.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    let padded =
+        matches!(bytes.first(), Some(b' ' | b'\t')) || matches!(bytes.last(), Some(b' ' | b'\t'));
+    if control || padded {
+        return Err(node.error(format!(
+            "{value:?} is not a valid header value; header values must not contain control \
+             characters (tab excepted) or start or end with a space or tab"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+/// A header given twice in one mapping, differing only in case.
+fn repeated_header(node: &Node<'_>, name: &str) -> ConfigError {
+    node.error(format!(
+        "{name:?} is given twice (header names are case-insensitive); give each header once"
+    ))
 }
 
 fn header_edits(node: &Node<'_>) -> Result<HeaderEdits> {
@@ -1214,26 +1296,29 @@ fn header_edits(node: &Node<'_>) -> Result<HeaderEdits> {
     let mut edits = HeaderEdits::default();
     if let Some(set) = map.get("set") {
         let Yaml::Hash(pairs) = set.value else {
-            return Err(set.wrong_type("a mapping of header names to values"));
+            return Err(
+                set.wrong_type("a mapping of header names to values, such as { x-env: prod }")
+            );
         };
         for (name, value) in pairs {
-            let name = header_name(&set, name)?;
+            let name = header_name(&set, name, HeaderUse::Edit)?;
             let value_node = Node::new(child_path(&set.path, &name), value);
-            let value = string(&value_node, "a header value", true)?;
-            if value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) || value.trim() != value {
-                return Err(value_node.error(format!(
-                    "{value:?} is not a valid header value (control characters or surrounding spaces)"
-                )));
+            if edits.set.iter().any(|(n, _)| *n == name) {
+                return Err(repeated_header(&value_node, &name));
             }
-            edits.set.push((name, value.to_owned()));
+            let value = header_value(&value_node)?;
+            edits.set.push((name, value));
         }
     }
     if let Some(remove) = map.get("remove") {
         let Yaml::Array(names) = remove.value else {
-            return Err(remove.wrong_type("a list of header names"));
+            return Err(remove.wrong_type("a list of header names, such as [x-debug]"));
         };
-        for name in names {
-            edits.remove.push(header_name(&remove, name)?);
+        for (i, name) in names.iter().enumerate() {
+            let item = Node::new(format!("{}[{i}]", remove.path), name);
+            edits
+                .remove
+                .push(header_name(&item, name, HeaderUse::Edit)?);
         }
     }
     Ok(edits)

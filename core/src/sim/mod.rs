@@ -24,6 +24,7 @@ use bytes::BytesMut;
 pub use backend::{H1Backend, H3Backend};
 pub use client::{SimClient, SimRequest, SimResponse};
 
+use crate::capture::{CaptureEncoder, CaptureHeader};
 use crate::config::{
     BackendConfig, BackendProtocol, Config, ListenConfig, ListenProtocol, ListenTls, LoadBalancing,
 };
@@ -35,6 +36,9 @@ use crate::{Core, CoreParams, Datagram, Input, Output, SocketKind, TcpCommand, T
 
 /// The simulated wall clock (2027-01-01), after the simulation certificate's start date.
 pub const SIM_UNIX_TIME: u64 = 1_798_761_600;
+
+/// GSO segments the simulated runtime allows.
+const SIM_GSO: usize = 4;
 
 /// Spooky's client-facing address in the simulation.
 pub const LISTENER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 443);
@@ -142,6 +146,9 @@ pub struct Sim {
     buf: Vec<u8>,
     /// Datagrams dropped by simulated loss.
     pub lost: u64,
+    /// The core's seeds, for a capture's header.
+    seeds: ([u8; 32], [u8; 32]),
+    capture: Option<CaptureEncoder>,
 }
 
 impl Sim {
@@ -181,16 +188,17 @@ impl Sim {
         config.load_balancing = cfg.load_balancing.clone();
         tweak(&mut config);
         let tls = sim_tls(&config);
+        let seeds = (rng.seed(), rng.seed());
         let core = Core::new(CoreParams {
             config: Arc::new(config),
             tls,
-            seed: rng.seed(),
+            seed: seeds.0,
             shard: 0,
             crypto: CryptoMode::Deterministic {
-                seed: rng.seed(),
+                seed: seeds.1,
                 unix_time: SIM_UNIX_TIME,
             },
-            max_gso_segments: 4,
+            max_gso_segments: SIM_GSO,
             now: epoch,
         })
         .expect("simulation TLS fixture works");
@@ -214,7 +222,58 @@ impl Sim {
             digest: ring::digest::Context::new(&ring::digest::SHA256),
             buf: Vec::new(),
             lost: 0,
+            seeds,
+            capture: None,
         }
+    }
+
+    /// Starts recording the core's inputs (call before anything happens).
+    pub fn record(&mut self) {
+        let identity = sim_identity();
+        let key = match &identity.key {
+            rustls::pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => Vec::new(),
+        };
+        self.capture = Some(CaptureEncoder::new(&CaptureHeader {
+            seed: self.seeds.0,
+            crypto_seed: self.seeds.1,
+            unix_time: SIM_UNIX_TIME,
+            shard: 0,
+            max_gso_segments: SIM_GSO as u16,
+            config_yaml: String::new(),
+            cert_chain: identity.chain.iter().map(|c| c.to_vec()).collect(),
+            key,
+        }));
+    }
+
+    /// Ends the recording: the capture's bytes.
+    pub fn finish_recording(&mut self) -> Option<Vec<u8>> {
+        self.capture.take().map(CaptureEncoder::finish)
+    }
+
+    /// Parameters that build the core this simulation runs, for replaying a capture of it.
+    pub fn core_params(&self, now: Instant) -> CoreParams {
+        let config = Arc::new(self.core.config().clone());
+        CoreParams {
+            tls: sim_tls(&config),
+            config,
+            seed: self.seeds.0,
+            shard: 0,
+            crypto: CryptoMode::Deterministic {
+                seed: self.seeds.1,
+                unix_time: SIM_UNIX_TIME,
+            },
+            max_gso_segments: SIM_GSO,
+            now,
+        }
+    }
+
+    /// Feeds the core (and the recording).
+    fn feed(&mut self, input: Input) {
+        if let Some(capture) = &mut self.capture {
+            capture.input(&input);
+        }
+        self.core.handle_input(input);
     }
 
     /// The simulated time.
@@ -245,7 +304,7 @@ impl Sim {
         tweak(&mut config);
         let tls = sim_tls(&config);
         let now = self.now;
-        self.core.handle_input(Input::Control {
+        self.feed(Input::Control {
             now,
             command: crate::Control::Reload(Box::new(crate::Reload {
                 config: Arc::new(config),
@@ -330,7 +389,7 @@ impl Sim {
             self.deliver(s.event);
         }
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_input(Input::Timeout { now });
+            self.feed(Input::Timeout { now });
         }
         for c in &mut self.clients {
             c.handle_timeout(now);
@@ -352,7 +411,7 @@ impl Sim {
                     } else {
                         SocketKind::Upstream
                     };
-                    self.core.handle_input(Input::Datagram(Datagram {
+                    self.feed(Input::Datagram(Datagram {
                         now,
                         socket,
                         from,
@@ -368,7 +427,7 @@ impl Sim {
                 }
             }
             Event::TcpToCore(id, event) => {
-                self.core.handle_input(Input::Tcp { now, id, event });
+                self.feed(Input::Tcp { now, id, event });
             }
             Event::TcpToBackend {
                 backend,
@@ -432,9 +491,12 @@ impl Sim {
         loop {
             let mut progressed = false;
             let mut buf = std::mem::take(&mut self.buf);
+            if let Some(capture) = &mut self.capture {
+                capture.flush();
+            }
             while let Some(out) = self.core.poll_output(&mut buf) {
                 progressed = true;
-                self.record(&out, &buf);
+                self.record_output(&out, &buf);
                 match out {
                     Output::Transmit(t) => {
                         let from = match t.socket {
@@ -513,7 +575,10 @@ impl Sim {
         }
     }
 
-    fn record(&mut self, out: &Output, buf: &[u8]) {
+    fn record_output(&mut self, out: &Output, buf: &[u8]) {
+        if let Some(capture) = &mut self.capture {
+            capture.output(out, buf);
+        }
         let t = (self.now - self.epoch).as_nanos() as u64;
         self.digest.update(&t.to_le_bytes());
         match out {
@@ -535,7 +600,7 @@ impl Sim {
 }
 
 /// TLS for a simulated configuration: the simulation identity, no verification of backends.
-fn sim_tls(config: &Config) -> TlsMaterials {
+pub fn sim_tls(config: &Config) -> TlsMaterials {
     TlsMaterials {
         server: sim_identity(),
         backends: config
