@@ -8,6 +8,7 @@ pub mod certs;
 pub mod client;
 pub mod demo;
 pub mod load;
+pub mod replay;
 
 /// 32 bytes of OS randomness for the core's seed.
 pub fn os_seed() -> [u8; 32] {

@@ -31,6 +31,19 @@ enum Command {
         /// Event loop (overrides `runtime.kind` in the configuration, whose default is mio).
         #[arg(long)]
         runtime: Option<RuntimeArg>,
+        /// Record every shard's inputs into DIR/shard-N.spkcap for `spooky replay` (mio
+        /// runtime). Switches TLS to seeded, deterministic randomness; the capture holds the
+        /// listener's private key. Replays are exact with an Ed25519 certificate
+        /// (`spooky gen-cert --ed25519`).
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+    },
+    /// Replay a capture made with `spooky run --record` through a fresh core and check that
+    /// it produces exactly the recorded outputs (exit status 1 if not).
+    Replay {
+        /// Capture files (shard-N.spkcap).
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
     },
     /// Validate a configuration file and the files it names, then exit.
     Check {
@@ -46,6 +59,9 @@ enum Command {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// An Ed25519 key instead of ECDSA P-256 (for recordings that replay exactly).
+        #[arg(long)]
+        ed25519: bool,
     },
     /// Start a balancer with three local backends (two HTTP/1.1, one HTTP/3); no setup needed.
     Demo {
@@ -135,10 +151,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             config: path,
             runtime,
+            record,
         } => {
             let (config, tls) = spooky::load::load(&path)?;
             init_logging(config.log.level.as_str());
             let kind = runtime.map_or(config.runtime.kind, RuntimeKind::from);
+            let options = match record {
+                None => spooky_runtime_mio::StartOptions::default(),
+                Some(_) if kind != RuntimeKind::Mio => {
+                    anyhow::bail!("--record needs the mio runtime")
+                }
+                Some(dir) => {
+                    if !spooky::certs::is_ed25519(&tls.server.key) {
+                        tracing::warn!(
+                            "recording with a non-Ed25519 key: its signatures are randomised, so \
+                             replays of this capture will diverge at the first handshake \
+                             (`spooky gen-cert --ed25519` makes a suitable certificate)"
+                        );
+                    }
+                    spooky_runtime_mio::StartOptions {
+                        record: Some(spooky_runtime_mio::Recording {
+                            dir,
+                            // Read again: a capture must hold the text that was validated.
+                            config_yaml: std::fs::read_to_string(&path)
+                                .with_context(|| format!("reading {}", path.display()))?,
+                        }),
+                    }
+                }
+            };
             let seed = spooky::os_seed();
             // SIGHUP re-reads and validates the file; a bad file leaves the running one.
             let reload_path = path.clone();
@@ -149,9 +189,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             match kind {
                 // Blocking; drains on SIGINT/SIGTERM itself and logs the seed at debug level.
-                RuntimeKind::Mio => {
-                    spooky_runtime_mio::run_with(config, tls, seed, Some(Box::new(reload)))?
-                }
+                RuntimeKind::Mio => spooky_runtime_mio::run_with(
+                    config,
+                    tls,
+                    seed,
+                    Some(Box::new(reload)),
+                    options,
+                )?,
                 RuntimeKind::Tokio => {
                     tracing::debug!(seed = %spooky::hex(&seed), "core seed");
                     tokio_runtime()?.block_on(spooky_runtime_tokio::run_with(
@@ -175,8 +219,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::GenCert { dir, force } => {
-            let (cert, key) = spooky::certs::write_self_signed(&dir, force)?;
+        Command::Replay { captures } => {
+            let mut diverged = 0;
+            for path in &captures {
+                let replayed = spooky::replay::replay_file(path)?;
+                let report = &replayed.report;
+                let verdict = match report.recorded {
+                    None => "the recording did not end cleanly (no digest to compare)",
+                    Some(_) if report.identical() => "identical",
+                    Some(_) => "DIVERGED",
+                };
+                println!(
+                    "{}: shard {}: {} inputs, {} outputs, digest {}: {verdict}",
+                    path.display(),
+                    replayed.shard,
+                    report.inputs,
+                    report.outputs,
+                    spooky::hex(&report.replayed),
+                );
+                if !report.identical() {
+                    diverged += 1;
+                }
+            }
+            if diverged > 0 {
+                anyhow::bail!(
+                    "{diverged} of {} capture(s) did not replay exactly",
+                    captures.len()
+                );
+            }
+            Ok(())
+        }
+        Command::GenCert {
+            dir,
+            force,
+            ed25519,
+        } => {
+            let kind = if ed25519 {
+                spooky::certs::KeyKind::Ed25519
+            } else {
+                spooky::certs::KeyKind::EcdsaP256
+            };
+            let (cert, key) = spooky::certs::write_self_signed(&dir, force, kind)?;
             println!("wrote {} and {}", cert.display(), key.display());
             Ok(())
         }
@@ -257,25 +340,37 @@ async fn client(
         let response = client
             .request(method.clone(), &path, &[], body.clone())
             .await?;
-        println!(
-            "{} {:?}",
-            response.status,
-            response.header("x-backend").unwrap_or("-")
-        );
-        if requests == 1 {
-            for (name, value) in &response.headers {
-                println!("{name}: {}", value.to_str().unwrap_or("<binary>"));
-            }
-            println!();
-            if response.body.len() <= 4096 {
-                print!("{}", String::from_utf8_lossy(&response.body));
-            } else {
-                println!("<{} bytes>", response.body.len());
-            }
+        // A closed stdout (`spooky client ... | head`) ends the run instead of panicking.
+        if print_response(&response, requests == 1).is_err() {
+            break;
         }
     }
     if let Ok(client) = Arc::try_unwrap(client) {
         client.close().await;
     }
     Ok(())
+}
+
+/// Prints the status and backend of `response`, and with `full` its fields and body.
+fn print_response(response: &spooky::client::Response, full: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} {:?}",
+        response.status,
+        response.header("x-backend").unwrap_or("-")
+    )?;
+    if full {
+        for (name, value) in &response.headers {
+            writeln!(out, "{name}: {}", value.to_str().unwrap_or("<binary>"))?;
+        }
+        writeln!(out)?;
+        if response.body.len() <= 4096 {
+            out.write_all(&response.body)?;
+        } else {
+            writeln!(out, "<{} bytes>", response.body.len())?;
+        }
+    }
+    out.flush()
 }

@@ -2,7 +2,8 @@
 //!
 //! A capture starts with a [`CaptureHeader`] (everything needed to build the same core: the
 //! seed, the shard, the configuration text, the listener identity and the fixed wall clock),
-//! followed by one record per input, with its time as an offset from the first, and ends
+//! followed by one record per input, with its time as an offset from the core's creation,
+//! and a record for each point where the runtime drained the core's output; it ends
 //! with a footer holding the SHA-256 of every output the core produced ([`OutputDigest`]).
 //! `spooky replay` rebuilds the core from the header, feeds the inputs in order and checks
 //! that the outputs hash to the same value.
@@ -13,7 +14,8 @@
 //! longer decrypt. The capture holds the listener's private key: treat it like the key.
 //!
 //! Encoding (all integers little-endian): the magic `SPKYCAP1`, the header, then records
-//! `tag: u8, offset_ns: u64, body`; the footer record has tag 0xff and the 32-byte digest.
+//! `tag: u8, offset_ns: u64, body`; drain records are `5, outputs: u64, exhausted: u8`; the
+//! footer record has tag 0xff, 8 zero bytes and the 32-byte digest.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -30,8 +32,10 @@ const TAG_DATAGRAM: u8 = 1;
 const TAG_TIMEOUT: u8 = 2;
 const TAG_TCP: u8 = 3;
 const TAG_DRAIN: u8 = 4;
-/// The runtime drained the core's output here (replays drain at the same points, since
-/// batching changes how answers are packed into datagrams).
+/// The runtime drained the core's output here: how many outputs it took and whether it went
+/// on until `poll_output` had nothing more (a blocked send stops it early). Replays drain at
+/// the same points and by the same amounts, since batching changes how answers are packed
+/// into datagrams.
 const TAG_FLUSH: u8 = 5;
 const TAG_FOOTER: u8 = 0xff;
 
@@ -184,24 +188,29 @@ impl CaptureHeader {
 /// Encodes inputs as they are fed to a core. Keep one per core; write [`CaptureEncoder::take`]
 /// to the file now and then, and [`CaptureEncoder::finish`] at the end.
 pub struct CaptureEncoder {
-    epoch: Option<Instant>,
+    /// When the core started; offsets count from here.
+    epoch: Instant,
     pending: Vec<u8>,
     digest: OutputDigest,
+    /// Outputs since the last flush record.
+    drained: u64,
 }
 
 impl CaptureEncoder {
-    /// An encoder whose first bytes are `header`'s encoding.
-    pub fn new(header: &CaptureHeader) -> CaptureEncoder {
+    /// An encoder whose first bytes are `header`'s encoding. `core_start` is the `now` the
+    /// core was built with: input times are recorded relative to it, so that a replayed core
+    /// built at some other instant sees the same intervals (its timers start at creation).
+    pub fn new(header: &CaptureHeader, core_start: Instant) -> CaptureEncoder {
         CaptureEncoder {
-            epoch: None,
+            epoch: core_start,
             pending: header.encode(),
             digest: OutputDigest::new(),
+            drained: 0,
         }
     }
 
     fn offset(&mut self, now: Instant) -> u64 {
-        let epoch = *self.epoch.get_or_insert(now);
-        now.saturating_duration_since(epoch).as_nanos() as u64
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
     /// Records an input (call just before handing it to the core).
@@ -261,15 +270,20 @@ impl CaptureEncoder {
         }
     }
 
-    /// Records that the runtime is about to drain `poll_output`.
-    pub fn flush(&mut self) {
+    /// Records that the runtime has drained `poll_output`: the outputs passed to
+    /// [`CaptureEncoder::output`] since the last call, and whether it stopped because
+    /// `poll_output` returned `None` (`exhausted`) or for its own reasons.
+    pub fn flushed(&mut self, exhausted: bool) {
         put_u8(&mut self.pending, TAG_FLUSH);
-        put_u64(&mut self.pending, 0);
+        put_u64(&mut self.pending, self.drained);
+        put_u8(&mut self.pending, exhausted as u8);
+        self.drained = 0;
     }
 
     /// Records an output (call for everything `poll_output` returns, with the buffer it
     /// filled).
     pub fn output(&mut self, output: &Output, buf: &[u8]) {
+        self.drained += 1;
         self.digest.record(output, buf);
     }
 
@@ -292,8 +306,13 @@ impl CaptureEncoder {
 pub enum Step {
     /// Feed this input.
     Input(Input),
-    /// Drain the core's output.
-    Flush,
+    /// Drain the core's output: this many outputs, then (if `exhausted`) until it has none.
+    Flush {
+        /// Outputs the runtime took.
+        outputs: u64,
+        /// Whether it went on until `poll_output` returned `None`.
+        exhausted: bool,
+    },
 }
 
 /// A decoded capture.
@@ -308,7 +327,8 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Decodes a capture; input times are `epoch` plus their recorded offsets.
+    /// Decodes a capture; input times are `epoch` (the replaying core's start) plus their
+    /// recorded offsets.
     pub fn decode(data: &[u8], epoch: Instant) -> Result<Capture, CaptureError> {
         let mut r = Reader { data, at: 0 };
         if r.take(8)? != MAGIC {
@@ -341,12 +361,14 @@ impl Capture {
         let mut digest = None;
         while r.at < data.len() {
             let tag = r.u8()?;
+            if tag == TAG_FLUSH {
+                let outputs = r.u64()?;
+                let exhausted = r.u8()? != 0;
+                steps.push(Step::Flush { outputs, exhausted });
+                continue;
+            }
             let now = epoch + Duration::from_nanos(r.u64()?);
             let input = match tag {
-                TAG_FLUSH => {
-                    steps.push(Step::Flush);
-                    continue;
-                }
                 TAG_DATAGRAM => {
                     let socket = if r.u8()? == 1 {
                         SocketKind::Upstream
@@ -432,9 +454,17 @@ impl Capture {
                     inputs += 1;
                     core.handle_input(input);
                 }
-                Step::Flush => {
-                    while let Some(output) = core.poll_output(&mut buf) {
+                Step::Flush { outputs, exhausted } => {
+                    for _ in 0..outputs {
+                        let Some(output) = core.poll_output(&mut buf) else {
+                            break; // diverged; the digest will say so
+                        };
                         digest.record(&output, &buf);
+                    }
+                    if exhausted {
+                        while let Some(output) = core.poll_output(&mut buf) {
+                            digest.record(&output, &buf);
+                        }
                     }
                 }
             }

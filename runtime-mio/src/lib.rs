@@ -48,6 +48,7 @@
 
 mod admin;
 mod mailbox;
+mod record;
 mod shard;
 mod tcp;
 mod udp;
@@ -352,6 +353,13 @@ fn shard_count(config: &Config) -> usize {
     n.min(usize::from(u16::MAX))
 }
 
+/// Shard `index`'s seed for deterministic TLS (recording only).
+fn crypto_seed(seed: [u8; 32], index: usize) -> [u8; 32] {
+    let mut mixed = shard_seed(seed, index);
+    mixed[0] ^= 0x5a;
+    Rng::from_seed(mixed).seed()
+}
+
 /// Shard `index`'s seed: `seed` itself for shard 0 (so one shard runs exactly like the tokio
 /// runtime with the same seed), a distinct seed derived from it for the others.
 fn shard_seed(seed: [u8; 32], index: usize) -> [u8; 32] {
@@ -378,6 +386,34 @@ fn with_context(e: io::Error, what: impl fmt::Display) -> io::Error {
 ///
 /// Fails if a socket cannot be bound or TLS cannot be set up from `tls`.
 pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<Handle> {
+    start_with(config, tls, seed, StartOptions::default())
+}
+
+/// Optional behaviour for [`start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Record every shard's inputs for `spooky replay`.
+    pub record: Option<Recording>,
+}
+
+/// Where and what to record.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Directory for the capture files (`shard-<n>.spkcap`).
+    pub dir: std::path::PathBuf,
+    /// The configuration file's text, stored in each capture.
+    pub config_yaml: String,
+}
+
+/// [`start`] with options. Recording switches the cores to deterministic TLS (seeded
+/// randomness and X25519, a fixed clock) so that a replay can reproduce the handshakes; with
+/// an Ed25519 certificate the replay is then exact.
+pub fn start_with(
+    config: Arc<Config>,
+    tls: TlsMaterials,
+    seed: [u8; 32],
+    options: StartOptions,
+) -> io::Result<Handle> {
     let count = shard_count(&config);
     let listen = config.listen.socket_addr();
 
@@ -398,6 +434,10 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
     }
 
     let now = Instant::now();
+    // The fixed wall clock of a recorded run.
+    let record_clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut built = Vec::with_capacity(count);
     let mut mailboxes = Vec::with_capacity(count);
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -421,7 +461,13 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
             tls: tls.clone(),
             seed: shard_seed(seed, index),
             shard: index as u16,
-            crypto: CryptoMode::System,
+            crypto: match &options.record {
+                None => CryptoMode::System,
+                Some(_) => CryptoMode::Deterministic {
+                    seed: crypto_seed(seed, index),
+                    unix_time: record_clock,
+                },
+            },
             max_gso_segments,
             now,
         })
@@ -430,14 +476,39 @@ pub fn start(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Resu
         let waker = Waker::new(poll.registry(), shard::WAKER)?;
         let (mailbox, inbox) = Mailbox::new(waker);
         mailboxes.push(Arc::new(mailbox));
-        built.push((core, poll, listener, upstream, inbox));
+        let recorder = match &options.record {
+            None => None,
+            Some(recording) => {
+                let header = spooky_core::capture::CaptureHeader {
+                    seed: shard_seed(seed, index),
+                    crypto_seed: crypto_seed(seed, index),
+                    unix_time: record_clock,
+                    shard: index as u16,
+                    max_gso_segments: max_gso_segments as u16,
+                    config_yaml: recording.config_yaml.clone(),
+                    cert_chain: tls.server.chain.iter().map(|c| c.to_vec()).collect(),
+                    key: tls.server.key.secret_der().to_vec(),
+                };
+                Some(
+                    record::Recorder::create(&recording.dir, index, &header, now).map_err(|e| {
+                        with_context(
+                            e,
+                            format!("cannot create the capture in {}", recording.dir.display()),
+                        )
+                    })?,
+                )
+            }
+        };
+        built.push((core, poll, listener, upstream, inbox, recorder));
     }
 
     let mailboxes: Arc<[Arc<Mailbox>]> = mailboxes.into();
     let stats: Vec<Arc<StatsCells>> = (0..count).map(|_| Arc::default()).collect();
     let mut shards = Vec::with_capacity(count);
-    for (index, (core, poll, listener, upstream, inbox)) in built.into_iter().enumerate() {
+    for (index, (core, poll, listener, upstream, inbox, recorder)) in built.into_iter().enumerate()
+    {
         shards.push(Shard::new(ShardParts {
+            recorder,
             index,
             core,
             poll,
@@ -503,15 +574,16 @@ pub type ReloadSource = Box<dyn FnMut() -> Result<spooky_core::Reload, String> +
 ///
 /// Logs the listening address and the shard count (info) and the seed in hex (debug).
 pub fn run(config: Arc<Config>, tls: TlsMaterials, seed: [u8; 32]) -> io::Result<()> {
-    run_with(config, tls, seed, None)
+    run_with(config, tls, seed, None, StartOptions::default())
 }
 
-/// [`run`], and on SIGHUP a reload from `reload`.
+/// [`run`] with `options`, and on SIGHUP a reload from `reload`.
 pub fn run_with(
     config: Arc<Config>,
     tls: TlsMaterials,
     seed: [u8; 32],
     mut reload: Option<ReloadSource>,
+    options: StartOptions,
 ) -> io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
@@ -519,7 +591,7 @@ pub fn run_with(
     // Before the shards start, so that an early signal cannot kill the process.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| with_context(e, "cannot install the signal handlers"))?;
-    let handle = start(config, tls, seed)?;
+    let handle = start_with(config, tls, seed, options)?;
     tracing::info!(
         address = %handle.local_addr(),
         shards = handle.shards(),

@@ -48,6 +48,8 @@ const EVENTS: usize = 1024;
 
 /// Everything a shard is built from.
 pub(crate) struct ShardParts {
+    /// Where this shard records its inputs, if it does.
+    pub(crate) recorder: Option<crate::record::Recorder>,
     pub(crate) index: usize,
     pub(crate) core: Core,
     pub(crate) poll: Poll,
@@ -82,6 +84,7 @@ struct Counters {
 
 /// One shard's state; [`Shard::run`] is its thread.
 pub(crate) struct Shard {
+    recorder: Option<crate::record::Recorder>,
     index: usize,
     core: Core,
     poll: Poll,
@@ -131,6 +134,7 @@ impl Shard {
     /// Registers the sockets with the shard's poll.
     pub(crate) fn new(parts: ShardParts) -> io::Result<Shard> {
         let ShardParts {
+            recorder,
             index,
             core,
             poll,
@@ -147,6 +151,7 @@ impl Shard {
         let gro = listener.gro_segments().max(upstream.gro_segments());
         let shards = peers.len();
         Ok(Shard {
+            recorder,
             index,
             core,
             poll,
@@ -192,6 +197,9 @@ impl Shard {
             self.final_flush();
         }
         self.publish_stats();
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish();
+        }
         let metrics = self.core.metrics();
         if let Ok(mut slot) = self.stats.final_metrics.lock() {
             *slot = Some(metrics);
@@ -232,6 +240,9 @@ impl Shard {
             self.take_events();
             self.turn();
             self.publish_stats();
+            if let Some(recorder) = &mut self.recorder {
+                recorder.write_pending();
+            }
         }
     }
 
@@ -368,8 +379,16 @@ impl Shard {
 
     /// Feeds one input, then carries out everything the core wants done.
     fn input(&mut self, input: Input) {
-        self.core.handle_input(input);
+        self.feed_core(input);
         self.settle();
+    }
+
+    /// Hands an input to the core (and to the recording, if there is one).
+    fn feed_core(&mut self, input: Input) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.input(&input);
+        }
+        self.core.handle_input(input);
     }
 
     /// Drains the core's output and feeds the TCP events that produces, until there is
@@ -383,7 +402,7 @@ impl Shard {
             let Some((id, event)) = self.tcp_events.pop_front() else {
                 return;
             };
-            self.core.handle_input(Input::Tcp {
+            self.feed_core(Input::Tcp {
                 now: self.now,
                 id,
                 event,
@@ -395,12 +414,22 @@ impl Shard {
     fn flush(&mut self) {
         while self.pending.is_none() {
             let Some(output) = self.core.poll_output(&mut self.out_buf) else {
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.flushed(true);
+                }
                 return;
             };
+            if let Some(recorder) = &mut self.recorder {
+                recorder.output(&output, &self.out_buf);
+            }
             match output {
                 Output::Transmit(t) => self.transmit(t),
                 Output::Tcp(id, command) => self.tcp_command(id, command),
             }
+        }
+        // A send blocked: the rest of the output waits for the socket.
+        if let Some(recorder) = &mut self.recorder {
+            recorder.flushed(false);
         }
     }
 
@@ -575,7 +604,7 @@ impl Shard {
             data,
             segment_size,
         } = received;
-        self.core.handle_input(Input::Datagram(Datagram {
+        self.feed_core(Input::Datagram(Datagram {
             now: self.now,
             socket,
             from,
@@ -665,7 +694,7 @@ impl Shard {
                 return;
             };
             self.counters.steered_in += steered.count;
-            self.core.handle_input(Input::Datagram(Datagram {
+            self.feed_core(Input::Datagram(Datagram {
                 now: self.now,
                 socket: SocketKind::Listener,
                 from: steered.from,

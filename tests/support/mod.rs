@@ -85,6 +85,7 @@ impl fmt::Display for Runtime {
 /// `current_thread:`. A list that starts with `without_limit:` runs its scenarios without the
 /// [`TEST_LIMIT`] (through [`on_runtime_without_limit`]): for slow set-up outside Spooky
 /// (installing a peer), after which the scenario applies [`within`] itself.
+#[allow(unused_macros)] // not every test file runs on both runtimes
 macro_rules! on_both_runtimes {
     (current_thread: $($name:ident),+ $(,)?) => {
         on_both_runtimes!(@expand (flavor = "current_thread") on_runtime $($name),+);
@@ -116,6 +117,7 @@ macro_rules! on_both_runtimes {
         )+
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_both_runtimes;
 
 /// Runs `scenario(runtime)` under [`within`] in a task of its own; if it fails (an assertion,

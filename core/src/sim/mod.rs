@@ -234,16 +234,19 @@ impl Sim {
             rustls::pki_types::PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
             _ => Vec::new(),
         };
-        self.capture = Some(CaptureEncoder::new(&CaptureHeader {
-            seed: self.seeds.0,
-            crypto_seed: self.seeds.1,
-            unix_time: SIM_UNIX_TIME,
-            shard: 0,
-            max_gso_segments: SIM_GSO as u16,
-            config_yaml: String::new(),
-            cert_chain: identity.chain.iter().map(|c| c.to_vec()).collect(),
-            key,
-        }));
+        self.capture = Some(CaptureEncoder::new(
+            &CaptureHeader {
+                seed: self.seeds.0,
+                crypto_seed: self.seeds.1,
+                unix_time: SIM_UNIX_TIME,
+                shard: 0,
+                max_gso_segments: SIM_GSO as u16,
+                config_yaml: String::new(),
+                cert_chain: identity.chain.iter().map(|c| c.to_vec()).collect(),
+                key,
+            },
+            self.epoch,
+        ));
     }
 
     /// Ends the recording: the capture's bytes.
@@ -491,9 +494,6 @@ impl Sim {
         loop {
             let mut progressed = false;
             let mut buf = std::mem::take(&mut self.buf);
-            if let Some(capture) = &mut self.capture {
-                capture.flush();
-            }
             while let Some(out) = self.core.poll_output(&mut buf) {
                 progressed = true;
                 self.record_output(&out, &buf);
@@ -507,6 +507,9 @@ impl Sim {
                     }
                     Output::Tcp(id, command) => self.on_tcp_command(id, command),
                 }
+            }
+            if let Some(capture) = &mut self.capture {
+                capture.flushed(true);
             }
             self.buf = buf;
             let now = self.now;
