@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::parse;
 use crate::config::{
-    BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey, HealthCheck, InitialHealth,
-    Limits, ListenProtocol, LoadBalancing, LogLevel, OutlierDetection, RetryPolicy, RuntimeConfig,
-    RuntimeKind, Timeouts, UpstreamTls, format_duration,
+    AdminConfig, BackendConfig, BackendProtocol, CircuitBreaker, Config, ConfigError, HashKey,
+    HeaderEdits, HealthCheck, InitialHealth, Limits, ListenProtocol, LoadBalancing, LogLevel,
+    OutlierDetection, PoolConfig, RetryPolicy, Route, RuntimeConfig, RuntimeKind, Timeouts,
+    UpstreamTls, format_duration,
 };
 
 const ORIGINAL: &str = include_str!("../../../../config/original.yaml");
@@ -163,6 +164,47 @@ fn annotated_sample_loads() {
     assert_eq!(config.circuit_breaker, CircuitBreaker::default());
     assert_eq!(config.outlier_detection, OutlierDetection::default());
     assert_eq!(config.retries, RetryPolicy::default());
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            address: "127.0.0.1:9901".parse().unwrap(),
+        })
+    );
+
+    // One named pool and three routes to it, the first with every key.
+    let [api] = &config.pools[..] else {
+        panic!("one pool expected: {:?}", config.pools)
+    };
+    assert_eq!(api.name, "api");
+    assert_eq!(api.load_balancing, LoadBalancing::LeastRequests);
+    let ids: Vec<&str> = config.all_backends().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["backend1", "backend2", "backend3", "api1", "api2"]);
+    assert_eq!(api.backends[1].weight, 2);
+    assert_eq!(config.routes.len(), 3);
+    assert!(config.routes.iter().all(|r| r.pool == "api"));
+    assert_eq!(
+        config.routes[0],
+        Route {
+            host: Some("api.example.com".into()),
+            path_prefix: Some("/v2/".into()),
+            headers: Vec::new(),
+            pool: "api".into(),
+            strip_prefix: Some("/v2".into()),
+            request_headers: HeaderEdits {
+                set: vec![("x-api-version".into(), "2".into())],
+                remove: vec!["x-debug".into()],
+            },
+            response_headers: HeaderEdits {
+                set: vec![("x-served-by".into(), "api-v2".into())],
+                remove: vec!["server".into()],
+            },
+        }
+    );
+    assert_eq!(
+        config.routes[1].headers,
+        [("x-canary".to_string(), "1".to_string())]
+    );
+    assert_eq!(config.routes[2].host.as_deref(), Some("*.api.example.com"));
 }
 
 #[test]
@@ -183,6 +225,11 @@ fn annotated_sample_mentions_every_key() {
         .chain(super::TIMEOUT_KEYS)
         .chain(super::LIMIT_KEYS)
         .chain(super::RUNTIME_KEYS)
+        .chain(super::ADMIN_KEYS)
+        .chain(super::POOL_KEYS)
+        .chain(super::ROUTE_KEYS)
+        .chain(super::MATCH_KEYS)
+        .chain(super::EDIT_KEYS)
     {
         let written = SAMPLE.lines().any(|line| {
             let line = line.trim_start().trim_start_matches(['#', '-', ' ']);
@@ -2055,6 +2102,923 @@ fn first_error_wins_in_document_order() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pools, routes and the admin endpoint
+// ---------------------------------------------------------------------------------------------
+
+/// One named pool, `api`, with one backend: what most route tests route to.
+const API_POOL: &str =
+    "pools:\n  - { name: api, backends: [{ id: a1, address: \"127.0.0.1:9001\" }] }\n";
+
+/// The standard document plus [`API_POOL`] and these `routes:` entries (flow mappings).
+fn with_routes(routes: &[&str]) -> String {
+    let mut extra = format!("{API_POOL}routes:\n");
+    for r in routes {
+        extra.push_str(&format!("  - {r}\n"));
+    }
+    with_section(&extra)
+}
+
+/// The standard document with these `pools:` entries (flow mappings).
+fn with_pools(pools: &[&str]) -> String {
+    let mut extra = String::from("pools:\n");
+    for p in pools {
+        extra.push_str(&format!("  - {p}\n"));
+    }
+    with_section(&extra)
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn pools_routes_and_admin_with_every_key() {
+    let doc = with_section(
+        r#"pools:
+  - name: api
+    load_balancing: { type: consistent-hash, key: "header:X-User" }
+    backends:
+      - { id: api-1, address: "10.0.1.1:8080", weight: 2 }
+      - id: api-h3
+        address: "[2001:db8::1]:443"
+        protocol: http3
+        tls: { ca: ca.pem, server_name: api.internal }
+        health_check: { path: /health, interval: 5s }
+  - name: Static_v2.assets-1
+    backends: [{ id: s1, address: "10.0.2.1:80" }]
+routes:
+  - match:
+      host: "*.API.Example.com"
+      path_prefix: /v2/
+      headers: { X-Canary: "1", x-tenant: "a b", x-empty: "" }
+    pool: api
+    strip_prefix: /v2
+    request_headers:
+      set: { X-Env: prod, x-tabbed: "a\tb", x-blank: "" }
+      remove: [X-Debug, cookie]
+    response_headers:
+      set: { x-route: v2 }
+      remove: [Server]
+  - match: { host: static.example.com }
+    pool: Static_v2.assets-1
+  - match: { path_prefix: /health }
+    pool: default
+  - pool: default
+admin:
+  address: "[::1]:9901"
+"#,
+    );
+    let config = ok(&doc);
+
+    let mut api_h3 =
+        BackendConfig::new("api-h3", addr("[2001:db8::1]:443"), BackendProtocol::Http3);
+    api_h3.tls = UpstreamTls {
+        ca: Some(PathBuf::from("ca.pem")),
+        insecure_skip_verify: false,
+        server_name: Some("api.internal".into()),
+    };
+    api_h3.health_check = Some(HealthCheck {
+        path: "/health".into(),
+        interval: ms(5_000),
+        timeout: ms(2_000),
+        healthy_threshold: 2,
+        unhealthy_threshold: 3,
+        expected_status: (200, 399),
+        initial: InitialHealth::Healthy,
+    });
+    let mut api_1 = BackendConfig::new("api-1", addr("10.0.1.1:8080"), BackendProtocol::Http1);
+    api_1.weight = 2;
+    assert_eq!(
+        config.pools,
+        vec![
+            PoolConfig {
+                name: "api".into(),
+                backends: vec![api_1, api_h3],
+                load_balancing: LoadBalancing::ConsistentHash(HashKey::Header("x-user".into())),
+            },
+            PoolConfig {
+                name: "Static_v2.assets-1".into(),
+                backends: vec![BackendConfig::new(
+                    "s1",
+                    addr("10.0.2.1:80"),
+                    BackendProtocol::Http1
+                )],
+                load_balancing: LoadBalancing::RoundRobin,
+            },
+        ]
+    );
+
+    assert_eq!(
+        config.routes,
+        vec![
+            Route {
+                // Lowercased: hosts are compared case-insensitively.
+                host: Some("*.api.example.com".into()),
+                path_prefix: Some("/v2/".into()),
+                // Header names are lowercased, values kept as written, in document order.
+                headers: pairs(&[("x-canary", "1"), ("x-tenant", "a b"), ("x-empty", "")]),
+                pool: "api".into(),
+                strip_prefix: Some("/v2".into()),
+                request_headers: HeaderEdits {
+                    set: pairs(&[("x-env", "prod"), ("x-tabbed", "a\tb"), ("x-blank", "")]),
+                    remove: names(&["x-debug", "cookie"]),
+                },
+                response_headers: HeaderEdits {
+                    set: pairs(&[("x-route", "v2")]),
+                    remove: names(&["server"]),
+                },
+            },
+            Route {
+                host: Some("static.example.com".into()),
+                pool: "Static_v2.assets-1".into(),
+                ..Route::default()
+            },
+            Route {
+                path_prefix: Some("/health".into()),
+                pool: "default".into(),
+                ..Route::default()
+            },
+            Route {
+                pool: "default".into(),
+                ..Route::default()
+            },
+        ]
+    );
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            address: addr("[::1]:9901"),
+        })
+    );
+
+    // Backend-indexed data follows this order: the default pool, then each pool in turn.
+    let ids: Vec<&str> = config.all_backends().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["b0", "api-1", "api-h3", "s1"]);
+    // The top-level backends are still the default pool, with its own strategy.
+    assert_eq!(config.backends.len(), 1);
+    assert_eq!(config.load_balancing, LoadBalancing::RoundRobin);
+}
+
+#[test]
+fn pools_routes_and_admin_are_optional() {
+    let config = ok(&with_section(""));
+    assert_eq!(config.pools, []);
+    assert_eq!(config.routes, []);
+    assert_eq!(config.admin, None);
+    // Empty values count as absent; empty lists are no pools and no routes.
+    for extra in [
+        "pools:\nroutes:\nadmin:",
+        "pools: ~\nroutes: null\nadmin: ~",
+        "pools: []\nroutes: []",
+    ] {
+        let config = ok(&with_section(extra));
+        assert_eq!((config.pools.len(), config.routes.len()), (0, 0), "{extra}");
+        assert_eq!(config.admin, None, "{extra}");
+    }
+    // A route with an empty match (or none) takes every request.
+    for route in [
+        "{ pool: default }",
+        "{ match: {}, pool: api }",
+        "{ match: ~, pool: api }",
+    ] {
+        let config = ok(&with_routes(&[route]));
+        let r = &config.routes[0];
+        assert_eq!(
+            (&r.host, &r.path_prefix, r.headers.len()),
+            (&None, &None, 0),
+            "{route}"
+        );
+        assert_eq!(r.strip_prefix, None);
+        assert!(r.request_headers.is_empty() && r.response_headers.is_empty());
+    }
+    // Empty edit sections change nothing.
+    let config = ok(&with_routes(&[
+        "{ pool: api, request_headers: { set: {}, remove: [] }, response_headers: {} }",
+    ]));
+    assert_eq!(config.routes[0].request_headers, HeaderEdits::default());
+    assert_eq!(config.routes[0].response_headers, HeaderEdits::default());
+}
+
+#[test]
+fn routes_may_come_before_pools_in_the_file() {
+    let doc = with_section(
+        "routes: [{ pool: late }]\npools: [{ name: late, backends: [{ id: l1, address: \"127.0.0.1:1\" }] }]",
+    );
+    assert_eq!(ok(&doc).routes[0].pool, "late");
+}
+
+#[test]
+fn admin_addresses() {
+    for (text, expected) in [
+        ("\"127.0.0.1:9901\"", "127.0.0.1:9901"),
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("\"0.0.0.0:9901\"", "0.0.0.0:9901"),
+        ("\"[::1]:9901\"", "[::1]:9901"),
+    ] {
+        let config = ok(&with_section(&format!("admin: {{ address: {text} }}")));
+        assert_eq!(config.admin.unwrap().address, addr(expected), "{text}");
+    }
+}
+
+#[test]
+fn admin_errors() {
+    assert_err(
+        &with_section("admin: \"127.0.0.1:9901\""),
+        "admin",
+        &[
+            "expected the admin endpoint (a mapping with the keys address), found the string \
+             \"127.0.0.1:9901\"",
+        ],
+    );
+    assert_err(
+        &with_section("admin: { address: \"127.0.0.1:9901\", port: 9901 }"),
+        "admin",
+        &["unknown key \"port\"; allowed keys: address"],
+    );
+    assert_err(
+        &with_section("admin: {}"),
+        "admin.address",
+        &["is required; expected an IP:port such as 127.0.0.1:9901"],
+    );
+    assert_err(
+        &with_section("admin: { address: }"),
+        "admin.address",
+        &["has no value; expected an IP:port such as 127.0.0.1:9901"],
+    );
+    assert_err(
+        &with_section("admin: { address: 9901 }"),
+        "admin.address",
+        &["expected an IP:port such as 127.0.0.1:9901, found the integer 9901"],
+    );
+    for bad in [
+        "localhost:9901",
+        "127.0.0.1",
+        "::1:9901",
+        "127.0.0.1:99999",
+        "",
+    ] {
+        assert_err(
+            &with_section(&format!("admin: {{ address: \"{bad}\" }}")),
+            "admin.address",
+            &[&format!(
+                "{bad:?} is not a socket address; expected IP:port such as 127.0.0.1:9901 or \
+                 [::1]:9901"
+            )],
+        );
+    }
+}
+
+#[test]
+fn pool_errors() {
+    let backend = "backends: [{ id: p1, address: \"127.0.0.1:9001\" }]";
+    assert_err(
+        &with_section("pools: { name: api }"),
+        "pools",
+        &["expected a list of pools, found a mapping"],
+    );
+    assert_err(
+        &with_pools(&["api"]),
+        "pools[0]",
+        &[
+            "expected a pool (a mapping with the keys name, backends, load_balancing), found the \
+             string \"api\"",
+        ],
+    );
+    assert_err(
+        &with_pools(&[&format!("{{ name: api, {backend}, weight: 2 }}")]),
+        "pools[0]",
+        &["unknown key \"weight\"; allowed keys: name, backends, load_balancing"],
+    );
+    assert_err(
+        &with_pools(&[&format!("{{ {backend} }}")]),
+        "pools[0].name",
+        &["is required; expected a pool name such as api"],
+    );
+    assert_err(
+        &with_pools(&["{ name: api }"]),
+        "pools[0].backends",
+        &["is required; expected a list of backends"],
+    );
+    assert_err(
+        &with_pools(&["{ name: api, backends: [] }"]),
+        "pools[0].backends",
+        &["the list is empty; at least one backend is required"],
+    );
+    assert_err(
+        &with_pools(&["{ name: api, backends: { id: p1 } }"]),
+        "pools[0].backends",
+        &["expected a list of backends, found a mapping"],
+    );
+    // Names.
+    for bad in ["a b", "api/v2", "", "api:1", "*", "pool\u{e9}"] {
+        assert_err(
+            &with_pools(&[&format!("{{ name: {bad:?}, {backend} }}")]),
+            "pools[0].name",
+            &[&format!(
+                "{bad:?} is not allowed: pool names use letters, digits, '_', '.' and '-'"
+            )],
+        );
+    }
+    assert_err(
+        &with_pools(&[&format!("{{ name: 7, {backend} }}")]),
+        "pools[0].name",
+        &["expected a pool name such as api, found the integer 7; put it in quotes"],
+    );
+    assert_err(
+        &with_pools(&[&format!("{{ name: [api], {backend} }}")]),
+        "pools[0].name",
+        &["expected a pool name such as api, found a list"],
+    );
+    assert_err(
+        &with_pools(&[&format!("{{ name: default, {backend} }}")]),
+        "pools[0].name",
+        &["\"default\" is the pool of the top-level backends; choose another name"],
+    );
+    assert_err(
+        &with_pools(&[
+            "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:9001\" }] }",
+            "{ name: web, backends: [{ id: p2, address: \"127.0.0.1:9002\" }] }",
+            "{ name: api, backends: [{ id: p3, address: \"127.0.0.1:9003\" }] }",
+        ]),
+        "pools[2].name",
+        &["\"api\" is used twice (also pools[0].name); pool names must be unique"],
+    );
+    // Names are case-sensitive: `Api` is another pool than `api`.
+    let config = ok(&with_pools(&[
+        "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:9001\" }] }",
+        "{ name: Api, backends: [{ id: p2, address: \"127.0.0.1:9002\" }] }",
+    ]));
+    assert_eq!(config.pools.len(), 2);
+    // A pool's backends and strategy are checked like the top-level ones, at their own path.
+    assert_err(
+        &with_pools(&[
+            "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:9001\", weight: 0 }] }",
+        ]),
+        "pools[0].backends[0].weight",
+        &["0 is not allowed: weight must be an integer from 1 to 65535"],
+    );
+    assert_err(
+        &with_pools(&[
+            "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:9001\", protocol: h3 }] }",
+        ]),
+        "pools[0].backends[0].tls",
+        &["is required for an http3 backend"],
+    );
+    assert_err(
+        &with_pools(&[&format!(
+            "{{ name: api, {backend}, load_balancing: {{ type: fastest }} }}"
+        )]),
+        "pools[0].load_balancing.type",
+        &["\"fastest\" is not a strategy; use one of: round-robin"],
+    );
+    assert_err(
+        &with_pools(&[&format!(
+            "{{ name: api, {backend}, load_balancing: {{ type: random, key: path }} }}"
+        )]),
+        "pools[0].load_balancing.key",
+        &["key is only used by consistent-hash and ip-hash, not by random"],
+    );
+}
+
+#[test]
+fn backend_ids_are_unique_across_pools() {
+    // Within one pool.
+    assert_err(
+        &with_pools(&[
+            "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:9001\" }, { id: p1, address: \"127.0.0.1:9002\" }] }",
+        ]),
+        "pools[0].backends[1].id",
+        &["\"p1\" is used twice (also pools[0].backends[0].id); backend ids must be unique"],
+    );
+    // A pool's backend with the id of a top-level one (`b0`).
+    assert_err(
+        &with_pools(&["{ name: api, backends: [{ id: b0, address: \"127.0.0.1:9001\" }] }"]),
+        "pools[0].backends[0].id",
+        &[
+            "\"b0\" is used twice (also backends[0].id); backend ids must be unique across all pools",
+        ],
+    );
+    // Two pools, even with the same address.
+    assert_err(
+        &with_pools(&[
+            "{ name: api, backends: [{ id: p0, address: \"127.0.0.1:9000\" }, { id: p1, address: \"127.0.0.1:9001\" }] }",
+            "{ name: web, backends: [{ id: w0, address: \"127.0.0.1:9002\" }, { id: p1, address: \"127.0.0.1:9001\" }] }",
+        ]),
+        "pools[1].backends[1].id",
+        &[
+            "\"p1\" is used twice (also pools[0].backends[1].id); backend ids must be unique \
+             across all pools",
+        ],
+    );
+    // The same address under different ids is fine (a backend may serve two pools).
+    ok(&with_pools(&[
+        "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:8080\" }] }",
+    ]));
+}
+
+#[test]
+fn route_structure_errors() {
+    assert_err(
+        &with_section(&format!("{API_POOL}routes: {{ pool: api }}")),
+        "routes",
+        &["expected a list of routes, found a mapping"],
+    );
+    assert_err(
+        &with_routes(&["api"]),
+        "routes[0]",
+        &[
+            "expected a route (a mapping with the keys match, pool, strip_prefix, \
+             request_headers, response_headers), found the string \"api\"",
+        ],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, to: api }"]),
+        "routes[0]",
+        &[
+            "unknown key \"to\"; allowed keys: match, pool, strip_prefix, request_headers, \
+             response_headers",
+        ],
+    );
+    assert_err(
+        &with_routes(&["{ match: { path: /x }, pool: api }"]),
+        "routes[0].match",
+        &["unknown key \"path\"; allowed keys: host, path_prefix, headers"],
+    );
+    assert_err(
+        &with_routes(&["{ match: /api, pool: api }"]),
+        "routes[0].match",
+        &[
+            "expected a match (a mapping with the keys host, path_prefix, headers), found the \
+             string \"/api\"",
+        ],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api }", "{ match: { host: a.example.com } }"]),
+        "routes[1].pool",
+        &["is required; expected the name of a pool, or default"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: }"]),
+        "routes[0].pool",
+        &["has no value; expected the name of a pool, or default"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: 7 }"]),
+        "routes[0].pool",
+        &["expected the name of a pool, or default, found the integer 7; put it in quotes"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: [api] }"]),
+        "routes[0].pool",
+        &["expected the name of a pool, or default, found a list"],
+    );
+    for (key, what) in [("request_headers", "[x-a]"), ("response_headers", "x-a")] {
+        assert_err(
+            &with_routes(&[&format!("{{ pool: api, {key}: {what} }}")]),
+            &format!("routes[0].{key}"),
+            &["expected header changes (a mapping with the keys set, remove), found"],
+        );
+        assert_err(
+            &with_routes(&[&format!("{{ pool: api, {key}: {{ add: {{ x-a: b }} }} }}")]),
+            &format!("routes[0].{key}"),
+            &["unknown key \"add\"; allowed keys: set, remove"],
+        );
+        assert_err(
+            &with_routes(&[&format!("{{ pool: api, {key}: {{ set: [x-a] }} }}")]),
+            &format!("routes[0].{key}.set"),
+            &[
+                "expected a mapping of header names to values, such as { x-env: prod }, found a list",
+            ],
+        );
+        assert_err(
+            &with_routes(&[&format!("{{ pool: api, {key}: {{ remove: x-debug }} }}")]),
+            &format!("routes[0].{key}.remove"),
+            &["expected a list of header names, such as [x-debug], found the string \"x-debug\""],
+        );
+    }
+    assert_err(
+        &with_routes(&["{ match: { headers: [x-canary] }, pool: api }"]),
+        "routes[0].match.headers",
+        &[
+            "expected a mapping of header names to values, such as { x-canary: \"1\" }, found a \
+             list",
+        ],
+    );
+}
+
+#[test]
+fn unknown_pools_are_listed() {
+    assert_err(
+        &with_routes(&["{ pool: apii }"]),
+        "routes[0].pool",
+        &["\"apii\" is not a pool; use one of: default, api"],
+    );
+    // Without a pools section only the default pool exists.
+    assert_err(
+        &with_section("routes: [{ pool: api }]"),
+        "routes[0].pool",
+        &["\"api\" is not a pool; use one of: default"],
+    );
+    // Pool names are case-sensitive, and every pool is listed in order.
+    assert_err(
+        &with_section(&format!(
+            "{API_POOL}  - {{ name: web, backends: [{{ id: w1, address: \"127.0.0.1:9002\" }}] }}\n\
+             routes: [{{ pool: api }}, {{ pool: Default }}]"
+        )),
+        "routes[1].pool",
+        &["\"Default\" is not a pool; use one of: default, api, web"],
+    );
+}
+
+#[test]
+fn host_patterns() {
+    let host = |pattern: &str| {
+        ok(&with_routes(&[&format!(
+            "{{ match: {{ host: {pattern:?} }}, pool: api }}"
+        )]))
+        .routes[0]
+            .host
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(host("api.example.com"), "api.example.com");
+    assert_eq!(host("API.Example.COM"), "api.example.com");
+    assert_eq!(host("*.example.com"), "*.example.com");
+    assert_eq!(host("*.Example-1.com"), "*.example-1.com");
+    assert_eq!(host("localhost"), "localhost");
+    assert_eq!(host("10.0.0.1"), "10.0.0.1");
+    assert_eq!(host("xn--bcher-kva.example"), "xn--bcher-kva.example");
+
+    let allowed = "expected a host name such as api.example.com, or *.example.com for any of its \
+                   subdomains: letters, digits, '-' and '.', without scheme, port or path";
+    let bad = |pattern: &str, hint: &str| {
+        assert_err(
+            &with_routes(&[&format!("{{ match: {{ host: {pattern:?} }}, pool: api }}")]),
+            "routes[0].match.host",
+            &[
+                &format!("{pattern:?} is not a host pattern{hint}; "),
+                allowed,
+            ],
+        );
+    };
+    bad(
+        "api.example.com:443",
+        " (remove the port; hosts are matched without it)",
+    );
+    bad(
+        "*.example.com:8443",
+        " (remove the port; hosts are matched without it)",
+    );
+    bad(
+        "[::1]:443",
+        " (remove the port; hosts are matched without it)",
+    );
+    bad("https://api.example.com", " (remove the scheme)");
+    bad("http://api.example.com:80/", " (remove the scheme)");
+    bad(
+        "api.example.com/v1",
+        " (remove the path; match paths with path_prefix)",
+    );
+    for pattern in [
+        "",
+        "*",
+        "*.",
+        "*example.com",
+        "*.*.example.com",
+        "api.*.example.com",
+        "api..example.com",
+        ".example.com",
+        "example.com.",
+        "api example.com",
+        "api_1.example.com",
+        "b\u{fc}cher.example",
+    ] {
+        bad(pattern, "");
+    }
+    assert_err(
+        &with_routes(&["{ match: { host: 42 }, pool: api }"]),
+        "routes[0].match.host",
+        &["expected a host name such as api.example.com, found the integer 42"],
+    );
+    assert_err(
+        &with_routes(&["{ match: { host: [a.example.com] }, pool: api }"]),
+        "routes[0].match.host",
+        &["expected a host name such as api.example.com, found a list"],
+    );
+}
+
+#[test]
+fn path_prefixes() {
+    let config = ok(&with_routes(&[
+        "{ match: { path_prefix: / }, pool: api, strip_prefix: / }",
+        "{ match: { path_prefix: \"/v2/items?x=1\" }, pool: api, strip_prefix: /v2/ }",
+    ]));
+    assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/"));
+    assert_eq!(config.routes[0].strip_prefix.as_deref(), Some("/"));
+    assert_eq!(
+        config.routes[1].path_prefix.as_deref(),
+        Some("/v2/items?x=1")
+    );
+    // Kept as written; the trailing `/` is ignored when stripping, not when parsing.
+    assert_eq!(config.routes[1].strip_prefix.as_deref(), Some("/v2/"));
+
+    for bad in [
+        "api",
+        "v2/",
+        "",
+        "*",
+        "/a b",
+        "/tab\there",
+        "/caf\u{e9}",
+        "https://x/",
+    ] {
+        assert_err(
+            &with_routes(&[&format!(
+                "{{ match: {{ path_prefix: {bad:?} }}, pool: api }}"
+            )]),
+            "routes[0].match.path_prefix",
+            &[&format!(
+                "{bad:?} is not a path prefix; it must start with / and contain only visible ASCII"
+            )],
+        );
+        assert_err(
+            &with_routes(&[&format!("{{ pool: api, strip_prefix: {bad:?} }}")]),
+            "routes[0].strip_prefix",
+            &[&format!(
+                "{bad:?} is not a path prefix; it must start with / and contain only visible ASCII"
+            )],
+        );
+    }
+    assert_err(
+        &with_routes(&["{ match: { path_prefix: 2 }, pool: api }"]),
+        "routes[0].match.path_prefix",
+        &["expected a path prefix such as /api/, found the integer 2; put it in quotes"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, strip_prefix: [/v2] }"]),
+        "routes[0].strip_prefix",
+        &["expected a path prefix such as /api/, found a list"],
+    );
+}
+
+#[test]
+fn header_names_must_be_tokens() {
+    let token =
+        "header names use letters, digits and the symbols !#$%&'*+-.^_`|~ (no spaces, no ':')";
+    for bad in [
+        "x y", "x:y", ":path", "", "x\u{e9}", "x(y)", "x/y", "x\"y", "x,y", "x;y",
+    ] {
+        let problem = format!("{bad:?} is not a valid header name; {token}");
+        assert_err(
+            &with_routes(&[&format!(
+                "{{ match: {{ headers: {{ {bad:?}: \"1\" }} }}, pool: api }}"
+            )]),
+            "routes[0].match.headers",
+            &[&problem],
+        );
+        for key in ["request_headers", "response_headers"] {
+            assert_err(
+                &with_routes(&[&format!(
+                    "{{ pool: api, {key}: {{ set: {{ {bad:?}: v }} }} }}"
+                )]),
+                &format!("routes[0].{key}.set"),
+                &[&problem],
+            );
+            assert_err(
+                &with_routes(&[&format!(
+                    "{{ pool: api, {key}: {{ remove: [x-ok, {bad:?}] }} }}"
+                )]),
+                &format!("routes[0].{key}.remove[1]"),
+                &[&problem],
+            );
+        }
+    }
+    // Numbers and booleans are names once quoted.
+    assert_err(
+        &with_routes(&["{ pool: api, request_headers: { remove: [1] } }"]),
+        "routes[0].request_headers.remove[0]",
+        &["1 is not a header name; put it in quotes to use it as text"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, response_headers: { set: { true: v } } }"]),
+        "routes[0].response_headers.set",
+        &["true is not a header name; put it in quotes to use it as text"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, response_headers: { remove: [[x-a]] } }"]),
+        "routes[0].response_headers.remove[0]",
+        &[&format!("a list is not a header name; {token}")],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, request_headers: { remove: [~] } }"]),
+        "routes[0].request_headers.remove[0]",
+        &[&format!("an empty value is not a header name; {token}")],
+    );
+    let config = ok(&with_routes(&[
+        "{ pool: api, request_headers: { set: { \"1\": v, \"x!#$%&'*+-.^_`|~\": v } } }",
+    ]));
+    assert_eq!(
+        config.routes[0].request_headers.set,
+        pairs(&[("1", "v"), ("x!#$%&'*+-.^_`|~", "v")])
+    );
+}
+
+#[test]
+fn header_names_spooky_manages_are_refused() {
+    let managed = [
+        "connection",
+        "content-length",
+        "host",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+    ];
+    let list = "connection, content-length, host, keep-alive, proxy-connection, te, \
+                transfer-encoding, upgrade";
+    for name in managed {
+        for written in [name.to_string(), name.to_ascii_uppercase()] {
+            let problem = format!(
+                "{written:?} cannot be changed: Spooky manages it (connection-specific or \
+                 framing); routes cannot set or remove {list}"
+            );
+            for key in ["request_headers", "response_headers"] {
+                assert_err(
+                    &with_routes(&[&format!(
+                        "{{ pool: api, {key}: {{ set: {{ {written}: x }} }} }}"
+                    )]),
+                    &format!("routes[0].{key}.set"),
+                    &[&problem],
+                );
+                assert_err(
+                    &with_routes(&[&format!(
+                        "{{ pool: api, {key}: {{ remove: [x-a, {written}] }} }}"
+                    )]),
+                    &format!("routes[0].{key}.remove[1]"),
+                    &[&problem],
+                );
+            }
+            let matched = if name == "host" {
+                format!(
+                    "{written:?} cannot be matched as a header; use match.host (it covers both \
+                     :authority and host)"
+                )
+            } else {
+                format!(
+                    "{written:?} cannot be matched: Spooky manages it (connection-specific or \
+                     framing); routes cannot match {list}"
+                )
+            };
+            assert_err(
+                &with_routes(&[&format!(
+                    "{{ match: {{ headers: {{ {written}: x }} }}, pool: api }}"
+                )]),
+                "routes[0].match.headers",
+                &[&matched],
+            );
+        }
+    }
+    // Look-alikes are ordinary fields.
+    let config = ok(&with_routes(&[
+        "{ pool: api, request_headers: { set: { x-host: a, content-type: text/plain, tek: b }, remove: [hosts, connection-id] } }",
+    ]));
+    assert_eq!(
+        config.routes[0].request_headers.remove,
+        names(&["hosts", "connection-id"])
+    );
+}
+
+#[test]
+fn header_values_must_be_clean() {
+    let problem = |value: &str| {
+        format!(
+            "{value:?} is not a valid header value; header values must not contain control \
+             characters (tab excepted) or start or end with a space or tab"
+        )
+    };
+    // (as written in YAML, as parsed)
+    let bad = [
+        (r#""a\u0001b""#, "a\u{1}b"),
+        (r#""a\nb""#, "a\nb"),
+        (r#""a\rb""#, "a\rb"),
+        (r#""nul\0""#, "nul\0"),
+        (r#""del\u007f""#, "del\u{7f}"),
+        (r#""\u001b[31m""#, "\u{1b}[31m"),
+        (r#"" leading""#, " leading"),
+        (r#""trailing ""#, "trailing "),
+        (r#""\tleading tab""#, "\tleading tab"),
+        (r#""trailing tab\t""#, "trailing tab\t"),
+        (r#"" ""#, " "),
+    ];
+    for (written, parsed) in bad {
+        for key in ["request_headers", "response_headers"] {
+            assert_err(
+                &with_routes(&[&format!(
+                    "{{ pool: api, {key}: {{ set: {{ X-Env: {written} }} }} }}"
+                )]),
+                &format!("routes[0].{key}.set.x-env"),
+                &[&problem(parsed)],
+            );
+        }
+        // A match on such a value could never succeed: requests carrying it are malformed.
+        assert_err(
+            &with_routes(&[&format!(
+                "{{ match: {{ headers: {{ X-Canary: {written} }} }}, pool: api }}"
+            )]),
+            "routes[0].match.headers.x-canary",
+            &[&problem(parsed)],
+        );
+    }
+    // Numbers and booleans must be quoted; lists and mappings are not values.
+    for (written, found) in [
+        ("1", "the integer 1"),
+        ("1.5", "the number 1.5"),
+        ("true", "the boolean true"),
+    ] {
+        assert_err(
+            &with_routes(&[&format!(
+                "{{ match: {{ headers: {{ x-canary: {written} }} }}, pool: api }}"
+            )]),
+            "routes[0].match.headers.x-canary",
+            &[&format!(
+                "expected a header value, found {found}; put it in quotes to use it as text"
+            )],
+        );
+        assert_err(
+            &with_routes(&[&format!(
+                "{{ pool: api, request_headers: {{ set: {{ x-n: {written} }} }} }}"
+            )]),
+            "routes[0].request_headers.set.x-n",
+            &[&format!("expected a header value, found {found}")],
+        );
+    }
+    assert_err(
+        &with_routes(&["{ pool: api, response_headers: { set: { x-a: [1, 2] } } }"]),
+        "routes[0].response_headers.set.x-a",
+        &["expected a header value, found a list"],
+    );
+    // An empty value counts as absent, as everywhere: quote it to set an empty field.
+    assert_err(
+        &with_routes(&["{ pool: api, response_headers: { set: { x-a: ~ } } }"]),
+        "routes[0].response_headers.set.x-a",
+        &["expected a header value, found an empty value"],
+    );
+    // Inner spaces and tabs, quotes, commas and non-ASCII text are fine.
+    let config = ok(&with_routes(&[
+        r#"{ match: { headers: { x-q: "a, b; q=0.5" } }, pool: api, request_headers: { set: { x-a: "a b\tc", x-b: "\"quoted\"", x-c: "caf\u00e9" } } }"#,
+    ]));
+    assert_eq!(config.routes[0].headers, pairs(&[("x-q", "a, b; q=0.5")]));
+    assert_eq!(
+        config.routes[0].request_headers.set,
+        pairs(&[
+            ("x-a", "a b\tc"),
+            ("x-b", "\"quoted\""),
+            ("x-c", "caf\u{e9}")
+        ])
+    );
+}
+
+#[test]
+fn a_header_is_given_once_per_mapping() {
+    // YAML itself refuses the same key twice; names that differ in case are the same field.
+    assert_err(
+        &with_routes(&["{ pool: api, request_headers: { set: { X-Env: a, x-env: b } } }"]),
+        "routes[0].request_headers.set.x-env",
+        &["\"x-env\" is given twice (header names are case-insensitive); give each header once"],
+    );
+    assert_err(
+        &with_routes(&["{ match: { headers: { x-a: \"1\", X-A: \"2\" } }, pool: api }"]),
+        "routes[0].match.headers.x-a",
+        &["\"x-a\" is given twice"],
+    );
+    assert_err(
+        &with_routes(&["{ pool: api, response_headers: { set: { x-a: \"1\", x-a: \"2\" } } }"]),
+        "",
+        &["key \"x-a\" appears twice in the same mapping"],
+    );
+    // Removing and setting the same field is how a field is replaced (remove runs first).
+    let config = ok(&with_routes(&[
+        "{ pool: api, request_headers: { set: { x-a: new }, remove: [x-a, X-A] } }",
+    ]));
+    assert_eq!(
+        config.routes[0].request_headers.remove,
+        names(&["x-a", "x-a"])
+    );
+    assert!(config.routes[0].request_headers.drops(b"x-a"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Documentation
 // ---------------------------------------------------------------------------------------------
 
@@ -2195,6 +3159,62 @@ fn documented_error_messages_are_real() {
             with_backend("tls: { ca: x }"),
             "backends[0].tls: TLS to HTTP/1.1 backends is not supported yet; remove the tls \
              block, or set protocol: http3 if the backend speaks HTTP/3",
+        ),
+        (
+            with_routes(&["{ pool: apii }"]),
+            "routes[0].pool: \"apii\" is not a pool; use one of: default, api",
+        ),
+        (
+            with_pools(&["{ name: default, backends: [{ id: p1, address: \"127.0.0.1:1\" }] }"]),
+            "pools[0].name: \"default\" is the pool of the top-level backends; choose another \
+             name",
+        ),
+        (
+            with_pools(&[
+                "{ name: api, backends: [{ id: p1, address: \"127.0.0.1:1\" }] }",
+                "{ name: api, backends: [{ id: p2, address: \"127.0.0.1:2\" }] }",
+            ]),
+            "pools[1].name: \"api\" is used twice (also pools[0].name); pool names must be unique",
+        ),
+        (
+            with_pools(&["{ name: api, backends: [{ id: b0, address: \"127.0.0.1:1\" }] }"]),
+            "pools[0].backends[0].id: \"b0\" is used twice (also backends[0].id); backend ids \
+             must be unique across all pools",
+        ),
+        (
+            with_routes(&["{ match: { host: \"api.example.com:443\" }, pool: api }"]),
+            "routes[0].match.host: \"api.example.com:443\" is not a host pattern (remove the \
+             port; hosts are matched without it); expected a host name such as api.example.com, \
+             or *.example.com for any of its subdomains: letters, digits, '-' and '.', without \
+             scheme, port or path",
+        ),
+        (
+            with_routes(&["{ pool: api, strip_prefix: v2 }"]),
+            "routes[0].strip_prefix: \"v2\" is not a path prefix; it must start with / and \
+             contain only visible ASCII",
+        ),
+        (
+            with_routes(&["{ pool: api, request_headers: { remove: [Connection] } }"]),
+            "routes[0].request_headers.remove[0]: \"Connection\" cannot be changed: Spooky \
+             manages it (connection-specific or framing); routes cannot set or remove \
+             connection, content-length, host, keep-alive, proxy-connection, te, \
+             transfer-encoding, upgrade",
+        ),
+        (
+            with_routes(&["{ pool: api, response_headers: { set: { x-route: \" v2\" } } }"]),
+            "routes[0].response_headers.set.x-route: \" v2\" is not a valid header value; header \
+             values must not contain control characters (tab excepted) or start or end with a \
+             space or tab",
+        ),
+        (
+            with_routes(&["{ match: { headers: { x-canary: 1 } }, pool: api }"]),
+            "routes[0].match.headers.x-canary: expected a header value, found the integer 1; put \
+             it in quotes to use it as text",
+        ),
+        (
+            with_section("admin: { address: \"127.0.0.1\" }"),
+            "admin.address: \"127.0.0.1\" is not a socket address; expected IP:port such as \
+             127.0.0.1:9901 or [::1]:9901",
         ),
         (
             "listen:\n  port: 1\n   address: x\n".to_string(),
