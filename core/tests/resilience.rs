@@ -553,3 +553,83 @@ fn reload_moves_a_route_to_another_pool() {
     assert!(names[4..].iter().all(|n| n == "h1-2"), "{names:?}");
     assert_eq!(s.core.metrics().connections_accepted, 1);
 }
+
+/// `max_ejection_percent` counts within the failing backend's own pool: the only backend of
+/// a named pool is never ejected at 50%, however many backends the default pool has.
+#[test]
+fn ejection_limit_is_per_pool() {
+    use spooky_core::config::{PoolConfig, Route};
+    let mut s = sim(h1_only(3), |c| {
+        let api = c.backends.split_off(2);
+        c.pools.push(PoolConfig {
+            name: "api".into(),
+            backends: api,
+            load_balancing: LoadBalancing::RoundRobin,
+        });
+        c.routes = vec![Route {
+            path_prefix: Some("/api/".into()),
+            pool: "api".into(),
+            ..Route::default()
+        }];
+    });
+    s.h1_backends[2].status = Some(503);
+    let c = s.add_client();
+    for i in 0..20 {
+        s.request(c, SimRequest::new("GET", &format!("/api/{i}")));
+        run(&mut s, Duration::from_secs(10));
+    }
+    // Every answer is the backend's own 503, not Spooky's "no backend available".
+    let answered_by: Vec<String> = s.clients[c]
+        .responses()
+        .map(|r| r.field("x-backend").unwrap_or("spooky").to_owned())
+        .collect();
+    assert!(
+        answered_by.iter().all(|b| b.starts_with("h1-2")),
+        "{answered_by:?}"
+    );
+    assert!(!s.core.backends()[2].ejected, "{:?}", s.core.backends());
+}
+
+/// Spooky's own 503 for a routed request whose pool has nothing to offer carries the route's
+/// response edits, like the backend's answers before it.
+#[test]
+fn a_routed_503_from_spooky_carries_the_response_edits() {
+    use spooky_core::config::{HeaderEdits, PoolConfig, Route};
+    let mut s = sim(h1_only(3), |c| {
+        let api = c.backends.split_off(2);
+        c.pools.push(PoolConfig {
+            name: "api".into(),
+            backends: api,
+            load_balancing: LoadBalancing::RoundRobin,
+        });
+        c.routes = vec![Route {
+            path_prefix: Some("/api/".into()),
+            pool: "api".into(),
+            response_headers: HeaderEdits {
+                set: vec![("x-route".into(), "api".into())],
+                remove: vec![],
+            },
+            ..Route::default()
+        }];
+        c.outlier_detection.max_ejection_percent = 100;
+    });
+    s.h1_backends[2].status = Some(503);
+    let c = s.add_client();
+    for i in 0..8 {
+        s.request(c, SimRequest::new("GET", &format!("/api/{i}")));
+        run(&mut s, Duration::from_secs(10));
+    }
+    assert!(s.core.backends()[2].ejected, "{:?}", s.core.backends());
+    let responses: Vec<&SimResponse> = s.clients[c].responses().collect();
+    let last = responses.last().expect("responses");
+    assert_eq!(last.status, 503);
+    assert_eq!(
+        last.field("x-backend"),
+        None,
+        "answered by Spooky: {last:?}"
+    );
+    assert!(
+        responses.iter().all(|r| r.field("x-route") == Some("api")),
+        "{responses:?}"
+    );
+}

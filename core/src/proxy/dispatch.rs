@@ -227,15 +227,20 @@ pub(super) fn forwarded_fields(
     if let Some(c) = cookies {
         out.push(b"cookie", &c);
     }
-    // Probes have no client to name.
+    // Probes have no client to name. A route that removes or sets a forwarding field takes
+    // it over: its edit is what the backend sees, not a second field next to Spooky's.
     if let Some(client_ip) = client_ip {
-        let mut xff = forwarded_for.unwrap_or_default();
-        if !xff.is_empty() {
-            xff.extend_from_slice(b", ");
+        if !edits.is_some_and(|e| e.drops(b"x-forwarded-for")) {
+            let mut xff = forwarded_for.unwrap_or_default();
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            let _ = std::io::Write::write_fmt(&mut xff, format_args!("{client_ip}"));
+            out.push(b"x-forwarded-for", &xff);
         }
-        let _ = std::io::Write::write_fmt(&mut xff, format_args!("{client_ip}"));
-        out.push(b"x-forwarded-for", &xff);
-        out.push(b"x-forwarded-proto", b"https");
+        if !edits.is_some_and(|e| e.drops(b"x-forwarded-proto")) {
+            out.push(b"x-forwarded-proto", b"https");
+        }
     }
     if let Some(edits) = edits {
         for (name, value) in &edits.set {
@@ -243,4 +248,71 @@ pub(super) fn forwarded_fields(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h3::message::validate_request;
+
+    fn head(extra: &[(&str, &str)]) -> RequestHead {
+        let base = [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "example.com"),
+            (":path", "/"),
+        ];
+        let fields: FieldSection = base
+            .iter()
+            .chain(extra)
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        validate_request(fields).expect("valid request")
+    }
+
+    fn values<'a>(fields: &'a FieldSection, name: &str) -> Vec<&'a [u8]> {
+        fields
+            .iter()
+            .filter(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    const CLIENT: Option<std::net::IpAddr> =
+        Some(std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)));
+
+    #[test]
+    fn forwarding_fields_extend_the_clients_chain() {
+        let head = head(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        let out = forwarded_fields(&head, CLIENT, &[], false, None);
+        assert_eq!(
+            values(&out, "x-forwarded-for"),
+            [&b"10.0.0.1, 192.0.2.7"[..]]
+        );
+        assert_eq!(values(&out, "x-forwarded-proto"), [&b"https"[..]]);
+    }
+
+    #[test]
+    fn route_edits_take_over_the_forwarding_fields() {
+        let head = head(&[("x-forwarded-for", "10.0.0.1"), ("x-other", "kept")]);
+        let edits = HeaderEdits {
+            set: vec![("x-forwarded-proto".into(), "http".into())],
+            remove: vec!["x-forwarded-for".into()],
+        };
+        let out = forwarded_fields(&head, CLIENT, &[], false, Some(&edits));
+        assert!(values(&out, "x-forwarded-for").is_empty());
+        assert_eq!(values(&out, "x-forwarded-proto"), [&b"http"[..]]);
+        assert_eq!(values(&out, "x-other"), [&b"kept"[..]]);
+
+        let set_chain = HeaderEdits {
+            set: vec![("x-forwarded-for".into(), "203.0.113.1".into())],
+            remove: vec![],
+        };
+        let out = forwarded_fields(&head, CLIENT, &[], false, Some(&set_chain));
+        assert_eq!(values(&out, "x-forwarded-for"), [&b"203.0.113.1"[..]]);
+        assert_eq!(values(&out, "x-forwarded-proto"), [&b"https"[..]]);
+    }
 }

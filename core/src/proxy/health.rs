@@ -240,13 +240,17 @@ impl Core {
         if !policy.enabled || self.backends[b].outlier.ejected_until.is_some() {
             return;
         }
-        let ejected = self
-            .backends
+        // Never eject more than the configured share of the backend's own pool (a retired
+        // backend has none and takes no new requests, so ejecting it changes nothing).
+        let Some(pool) = self.pools.get(self.backends[b].pool) else {
+            return;
+        };
+        let ejected = pool
+            .members
             .iter()
-            .filter(|x| x.outlier.ejected_until.is_some())
+            .filter(|&&m| self.backends[m].outlier.ejected_until.is_some())
             .count();
-        // Never eject more than the configured share of the pool.
-        if (ejected + 1) * 100 > policy.max_ejection_percent as usize * self.backends.len() {
+        if (ejected + 1) * 100 > policy.max_ejection_percent as usize * pool.members.len() {
             tracing::debug!(backend = %self.backends[b].id, "not ejecting: too much of the pool is ejected");
             return;
         }

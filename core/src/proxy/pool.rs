@@ -287,9 +287,11 @@ impl Core {
             .filter(|&(pool, _)| pool == p)
             .map(|(_, slot)| slot)
             .collect();
+        // Remembered before the pick, so that Spooky's own 503 for an empty pool carries the
+        // route's response edits like every other final response of the request.
+        self.exchanges[ex].route = route.map(|r| (self.config.clone(), r));
         let slot =
             self.pools[p].choose(hash, &tried, &self.config.circuit_breaker, &mut self.rng)?;
-        self.exchanges[ex].route = route.map(|r| (self.config.clone(), r));
         Ok(self.pools[p].members[slot])
     }
 
