@@ -390,8 +390,7 @@ impl Core {
     pub fn backends(&self) -> Vec<BackendStatus> {
         self.backends
             .iter()
-            .enumerate()
-            .map(|(_, backend)| BackendStatus {
+            .map(|backend| BackendStatus {
                 id: backend.id.to_string(),
                 healthy: backend.health.state == health::HealthState::Healthy,
                 ejected: backend.outlier.ejected_until.is_some(),
