@@ -334,10 +334,14 @@ impl Shard {
         {
             self.input(Input::Timeout { now: self.now });
         }
+        // Everything that arrived is fed before the core's output is drained, once: a
+        // client connection's ACKs then ride in the packets that carry its responses, and
+        // answers to several datagrams share packets (fewer, fuller sends).
         self.service_tcp();
         self.receive_steered();
         self.receive(SocketKind::Listener);
         self.receive(SocketKind::Upstream);
+        self.settle();
         self.closing_deadline = self.tcp.expire_closing(self.poll.registry(), self.now);
     }
 
@@ -576,8 +580,6 @@ impl Shard {
                     return;
                 }
             };
-            // Every received slot is fed before the core's output is drained: answers to
-            // datagrams of one connection then share packets (fewer, fuller sends).
             for index in 0..count {
                 let socket = match kind {
                     SocketKind::Listener => &self.listener,
@@ -589,7 +591,6 @@ impl Shard {
                     _ => self.feed(kind, received),
                 }
             }
-            self.settle();
             self.wake_steered_peers();
         }
     }
@@ -703,7 +704,6 @@ impl Shard {
                 data: steered.data,
                 segment_size: steered.segment_size,
             }));
-            self.settle();
         }
     }
 
@@ -788,9 +788,6 @@ impl Shard {
             conn.scheduled = false;
             self.service_conn(key);
         }
-        // Every ready connection was read before the core's output is drained: responses
-        // from several backends to one client connection then share packets.
-        self.settle();
     }
 
     fn service_conn(&mut self, key: usize) {
