@@ -3,38 +3,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use http::StatusCode;
 use spooky_core::config::AdminConfig;
-use support::{Kind, Runtime, Setup, backend_name, on_both_runtimes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Kind, Runtime, Setup, admin_request, backend_name, on_both_runtimes};
 
 on_both_runtimes!(admin_endpoint_reports_what_spooky_did);
-
-/// One request to the admin endpoint; returns the status line and the body.
-async fn get(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("admin write");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("admin read");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("a complete response");
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
 
 async fn admin_endpoint_reports_what_spooky_did(runtime: Runtime) {
     let harness = Setup::new(&[Kind::H1, Kind::H3])
@@ -55,7 +28,7 @@ async fn admin_endpoint_reports_what_spooky_did(runtime: Runtime) {
         assert_eq!(response.status, StatusCode::OK);
     }
 
-    let (status, metrics) = get(admin, "GET", "/metrics").await;
+    let (status, metrics) = admin_request(admin, "GET", "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK", "{runtime:?}");
     assert!(
         metrics.contains("\nspooky_requests_total 4\n"),
@@ -78,7 +51,7 @@ async fn admin_endpoint_reports_what_spooky_did(runtime: Runtime) {
         )));
     }
 
-    let (status, backends) = get(admin, "GET", "/backends").await;
+    let (status, backends) = admin_request(admin, "GET", "/backends").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(
         backends.starts_with('[') && backends.contains("\"available\":true"),
@@ -87,12 +60,15 @@ async fn admin_endpoint_reports_what_spooky_did(runtime: Runtime) {
     assert!(backends.contains(&format!("\"id\":\"{}\"", backend_name(0, Kind::H1))));
 
     assert_eq!(
-        get(admin, "GET", "/health").await,
+        admin_request(admin, "GET", "/health").await,
         ("HTTP/1.1 200 OK".into(), "ok\n".into())
     );
-    assert_eq!(get(admin, "GET", "/nope").await.0, "HTTP/1.1 404 Not Found");
     assert_eq!(
-        get(admin, "POST", "/metrics").await.0,
+        admin_request(admin, "GET", "/nope").await.0,
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        admin_request(admin, "POST", "/metrics").await.0,
         "HTTP/1.1 405 Method Not Allowed"
     );
     client.close().await;

@@ -24,8 +24,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use spooky::client::{H3Client, Response, Trust};
 use spooky_core::config::{AdminConfig, HeaderEdits, LoadBalancing, PoolConfig, Route};
-use support::{Harness, Kind, Runtime, Setup, backend_name, on_both_runtimes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Harness, Kind, Runtime, Setup, admin_request, backend_name, on_both_runtimes};
 
 /// The default pool's backends, then the "api" pool's.
 const KINDS: [Kind; 4] = [Kind::H1, Kind::H1, Kind::H1, Kind::H3];
@@ -130,27 +129,12 @@ fn received_since(harness: &Harness, before: &[u64]) -> Vec<u64> {
 
 /// GET `path` from the admin endpoint; the body of a 200 answer.
 async fn admin_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connect");
-    let request = format!("GET {path} HTTP/1.1\r\nhost: admin\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("admin write");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("admin read");
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .expect("a complete response");
+    let (status, body) = admin_request(addr, "GET", path).await;
     assert!(
-        head.starts_with("HTTP/1.1 200 "),
-        "admin GET {path}: {head}"
+        status.starts_with("HTTP/1.1 200 "),
+        "admin GET {path}: {status}"
     );
-    body.to_owned()
+    body
 }
 
 async fn routes_pick_pools_and_rewrite_requests_and_responses(runtime: Runtime) {

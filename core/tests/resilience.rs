@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use spooky_core::config::{Config, HashKey, HealthCheck, InitialHealth, LoadBalancing};
+use spooky_core::config::{Config, HashKey, HealthCheck, InitialHealth, LoadBalancing, PoolConfig};
 use spooky_core::sim::{Sim, SimConfig, SimRequest, SimResponse};
 
 fn sim(cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Sim {
@@ -432,16 +432,22 @@ fn reload_swaps_backends_without_dropping_connections() {
     );
 }
 
+/// Moves the backends from `first` on out of the default pool into a round-robin pool
+/// named "api".
+fn move_to_api_pool(c: &mut Config, first: usize) {
+    let api = c.backends.split_off(first);
+    c.pools.push(PoolConfig {
+        name: "api".into(),
+        backends: api,
+        load_balancing: LoadBalancing::RoundRobin,
+    });
+}
+
 #[test]
 fn routes_send_requests_to_pools_and_rewrite_them() {
-    use spooky_core::config::{HeaderEdits, PoolConfig, Route};
+    use spooky_core::config::{HeaderEdits, Route};
     let mut s = sim(h1_only(4), |c| {
-        let api = c.backends.split_off(2);
-        c.pools.push(PoolConfig {
-            name: "api".into(),
-            backends: api,
-            load_balancing: LoadBalancing::RoundRobin,
-        });
+        move_to_api_pool(c, 2);
         c.routes = vec![
             Route {
                 host: Some("*.api.sim".into()),
@@ -517,7 +523,7 @@ fn routes_send_requests_to_pools_and_rewrite_them() {
 
 #[test]
 fn reload_moves_a_route_to_another_pool() {
-    use spooky_core::config::{PoolConfig, Route};
+    use spooky_core::config::Route;
     let mut s = sim(h1_only(3), |c| {
         let blue = c.backends.split_off(2);
         c.pools.push(PoolConfig {
@@ -558,14 +564,9 @@ fn reload_moves_a_route_to_another_pool() {
 /// a named pool is never ejected at 50%, however many backends the default pool has.
 #[test]
 fn ejection_limit_is_per_pool() {
-    use spooky_core::config::{PoolConfig, Route};
+    use spooky_core::config::Route;
     let mut s = sim(h1_only(3), |c| {
-        let api = c.backends.split_off(2);
-        c.pools.push(PoolConfig {
-            name: "api".into(),
-            backends: api,
-            load_balancing: LoadBalancing::RoundRobin,
-        });
+        move_to_api_pool(c, 2);
         c.routes = vec![Route {
             path_prefix: Some("/api/".into()),
             pool: "api".into(),
@@ -594,14 +595,9 @@ fn ejection_limit_is_per_pool() {
 /// response edits, like the backend's answers before it.
 #[test]
 fn a_routed_503_from_spooky_carries_the_response_edits() {
-    use spooky_core::config::{HeaderEdits, PoolConfig, Route};
+    use spooky_core::config::{HeaderEdits, Route};
     let mut s = sim(h1_only(3), |c| {
-        let api = c.backends.split_off(2);
-        c.pools.push(PoolConfig {
-            name: "api".into(),
-            backends: api,
-            load_balancing: LoadBalancing::RoundRobin,
-        });
+        move_to_api_pool(c, 2);
         c.routes = vec![Route {
             path_prefix: Some("/api/".into()),
             pool: "api".into(),

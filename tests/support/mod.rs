@@ -581,6 +581,32 @@ pub async fn stop_h1_backend(backend: Backend) {
 }
 
 /// SHA-256 of `bytes`, lowercase hex.
+/// One HTTP/1.1 request to Spooky's admin endpoint; returns the status line and the body.
+#[allow(dead_code)]
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let request = format!("{method} {path} HTTP/1.1\r\nhost: admin\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("admin write");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("admin read");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     spooky::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
