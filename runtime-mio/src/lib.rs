@@ -27,8 +27,10 @@
 //!   that shard's bounded queue (owned bytes, no copy) and wakes it with its `mio::Waker`
 //!   (once per receive batch). The connection keeps working on the shard that owns it, which
 //!   answers from its own socket bound to the same address.
-//! - **Sending.** After every input the loop drains [`Core::poll_output`] and sends each
-//!   datagram at once, GSO batches included (at most 32 datagrams per batch, below the
+//! - **Sending.** Each turn of the loop feeds the core everything that turn brought in (ready
+//!   TCP connections, steered datagrams, every `recvmmsg` batch), then drains
+//!   [`Core::poll_output`] once, so that a connection's ACKs and its responses share
+//!   packets. Each datagram is sent as it comes out, GSO batches included (at most 32 datagrams per batch, below the
 //!   kernel's 64 KiB limit; a batch the kernel refuses goes out datagram by datagram). If a
 //!   socket buffer is full, the datagram is kept (its buffer swapped out, not copied), the
 //!   socket gets WRITABLE interest, and the shard takes nothing more from its core, and feeds
