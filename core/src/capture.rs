@@ -8,7 +8,7 @@
 //! `spooky replay` rebuilds the core from the header, feeds the inputs in order and checks
 //! that the outputs hash to the same value.
 //!
-//! Replaying is only exact for a core built with [`CryptoMode::Deterministic`] (seeded
+//! Replaying is only exact for a core built with [`CryptoMode::Deterministic`](crate::quic::crypto::CryptoMode::Deterministic) (seeded
 //! randomness and X25519, a fixed clock) and an Ed25519 certificate, whose signatures are
 //! deterministic: with anything else the TLS handshake differs and the recorded packets no
 //! longer decrypt. The capture holds the listener's private key: treat it like the key.

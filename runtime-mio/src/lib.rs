@@ -279,7 +279,7 @@ impl Handle {
         self.shards.shard_backends()
     }
 
-    /// Every backend's state merged over the shards (see [`merge_backends`]).
+    /// Every backend's state merged over the shards.
     pub fn backends(&self) -> Vec<BackendStatus> {
         self.shards.backends()
     }

@@ -8,9 +8,9 @@
 //! One tokio task owns the [`Core`] (no locks). It waits, with `tokio::select!`, for:
 //!
 //! - the client-facing UDP socket to become readable (datagrams become
-//!   [`SocketKind::Listener`] input),
+//!   [`SocketKind::Listener`](spooky_core::SocketKind::Listener) input),
 //! - the upstream UDP socket (for HTTP/3 backends) to become readable
-//!   ([`SocketKind::Upstream`]),
+//!   ([`SocketKind::Upstream`](spooky_core::SocketKind::Upstream)),
 //! - the core's next deadline ([`Core::poll_timeout`]),
 //! - events from the upstream TCP connections (each runs in a task of its own),
 //! - commands from the [`Handle`] (drain, metrics).

@@ -3,7 +3,7 @@
 //! [`Config::from_yaml`] turns YAML text into a validated [`Config`]. Every error names the key
 //! path (`backends[1].weight`), the offending value and what is allowed, so an operator can fix
 //! the file without reading the source. Files the configuration points at (certificates, keys,
-//! CA bundles) are read later by [`crate::tls::TlsMaterials::load`] through a reader the caller
+//! CA bundles) are read later by [`crate::TlsMaterials::load`] through a reader the caller
 //! injects, which keeps this crate free of I/O.
 
 mod duration;

@@ -1,7 +1,7 @@
 //! The proxy state machine: client connections in, backend exchanges out.
 //!
 //! [`Core`] owns two quinn-proto endpoints (clients connect to one; the other connects to
-//! HTTP/3 backends), the HTTP/1.1 backend connections, and one [`Exchange`](exchange) per
+//! HTTP/3 backends), the HTTP/1.1 backend connections, and one `Exchange` per
 //! request in flight. Each exchange moves a request from a client stream to a backend and the
 //! response back, one bounded piece at a time: nothing is read from one side until the other
 //! side has taken what was read before, so QUIC and TCP flow control carry backpressure end to
