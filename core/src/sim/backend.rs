@@ -311,6 +311,8 @@ pub struct H1Backend {
     pub requests: u64,
     /// Requests received whole (the head and the complete body), answered or not.
     pub complete_requests_seen: u64,
+    /// Bytes received on all connections.
+    pub bytes_received: u64,
     /// Answer every request with this status instead.
     pub status: Option<u16>,
     /// Accept connections and requests but never answer.
@@ -326,6 +328,7 @@ impl H1Backend {
             conns: HashMap::with_hasher(FixedState),
             requests: 0,
             complete_requests_seen: 0,
+            bytes_received: 0,
             status: None,
             silent: false,
         }
@@ -349,6 +352,16 @@ impl H1Backend {
         );
     }
 
+    /// Bytes on open connections that do not (yet) make a complete request: after a run has
+    /// settled, anything here means the proxy framed a request wrongly.
+    pub fn unparsed_input(&self) -> usize {
+        self.conns
+            .values()
+            .filter(|c| !c.closed)
+            .map(|c| c.input.len())
+            .sum()
+    }
+
     pub(super) fn has_conn(&self, id: TcpId) -> bool {
         self.conns.get(&id).is_some_and(|c| !c.closed)
     }
@@ -362,6 +375,7 @@ impl H1Backend {
             self.conns.remove(&id);
             return Vec::new();
         };
+        self.bytes_received += data.len() as u64;
         conn.input.extend_from_slice(&data);
         let mut replies = Vec::new();
         while let Some((consumed, method, path, body)) = parse_request(&conn.input) {
