@@ -1,7 +1,8 @@
 //! One arbitrary HTTP/3 request through the whole core, in the simulator: a client, Spooky's
 //! core and an HTTP/1.1 backend in memory. Whatever the client sends, nothing panics, the
 //! request ends (answered, reset or closed), and the backend never sees more than the one
-//! request the client made, nor bytes that do not frame as a request: no request smuggling.
+//! request the client made, nor bytes that do not frame as a request (no request smuggling),
+//! and a field section that request validation rejects sends the backend nothing.
 //!
 //! Input: the field section, the body pieces and raw stream bytes sent before the HEADERS
 //! frame, separated by 0xfd; fields by 0xff, name and value by 0xfe; body pieces by 0xff.
@@ -10,6 +11,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use spooky_core::fields::FieldSection;
+use spooky_core::h3::message::validate_request;
 use spooky_core::sim::{Sim, SimConfig, SimRequest};
 
 fuzz_target!(|data: &[u8]| {
@@ -35,6 +38,14 @@ fuzz_target!(|data: &[u8]| {
         },
         prefix: prefix.to_vec(),
     };
+
+    let mut section = FieldSection::new();
+    for (name, value) in &request.fields {
+        section.push(name, value);
+    }
+    // Raw bytes before HEADERS may hold a HEADERS frame of their own, which then is the
+    // request: only judge the fields when nothing comes before them.
+    let rejected = prefix.is_empty() && validate_request(section).is_err();
 
     let mut sim = Sim::new(
         Instant::now(),
@@ -62,4 +73,7 @@ fuzz_target!(|data: &[u8]| {
         0,
         "the backend holds bytes that frame as no request"
     );
+    if rejected {
+        assert_eq!(backend.bytes_received, 0, "a rejected request reached the backend");
+    }
 });
