@@ -74,6 +74,9 @@ fuzz_target!(|data: &[u8]| {
         "the backend holds bytes that frame as no request"
     );
     if rejected {
-        assert_eq!(backend.bytes_received, 0, "a rejected request reached the backend");
+        assert_eq!(
+            backend.bytes_received, 0,
+            "a rejected request reached the backend"
+        );
     }
 });

@@ -12,7 +12,8 @@ fuzz_target!(|data: &[u8]| {
         let mut encoded = Vec::new();
         qpack::encode_fields(&fields, &mut encoded);
         let mut again = FieldSection::new();
-        qpack::decode_field_section(&encoded, usize::MAX, &mut again).expect("re-encoded section decodes");
+        qpack::decode_field_section(&encoded, usize::MAX, &mut again)
+            .expect("re-encoded section decodes");
         assert_eq!(fields, again);
     }
 });
