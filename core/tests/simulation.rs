@@ -410,3 +410,26 @@ fn generated_error_for_head_has_no_body() {
     assert!(r.status >= 500, "{r:?}");
     assert!(r.body.is_empty(), "{r:?}");
 }
+
+/// The simulated HTTP/3 backend sends the body even for HEAD, as sloppy servers do: Spooky
+/// drops it, and the client gets a complete 200 with the head only.
+#[test]
+fn content_on_a_head_response_from_an_http3_backend_is_dropped() {
+    let mut s = sim(SimConfig {
+        h1_backends: 0,
+        h3_backends: 1,
+        ..SimConfig::default()
+    });
+    let c = s.add_client();
+    s.request(c, SimRequest::new("HEAD", "/"));
+    s.request(c, SimRequest::new("GET", "/"));
+    run(&mut s, Duration::from_secs(60));
+    let head = s.clients[c].response(0);
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty() && head.reset.is_none(), "{head:?}");
+    assert!(head.field("content-length").is_some(), "{head:?}");
+    // The connection to the backend is still good.
+    let get = s.clients[c].response(1);
+    assert_eq!(get.status, 200, "{get:?}");
+    assert!(!get.body.is_empty(), "{get:?}");
+}

@@ -490,11 +490,20 @@ impl Core {
             }
             (Frame::Data(data), RespState::Body) => {
                 let e = &self.exchanges[ex];
+                if e.is_head_request() || e.status == 204 || e.status == 304 {
+                    // Content on a response that never has any (RFC 9110 §9.3.2, §15.3.5,
+                    // §15.4.5); sloppy servers send the GET body for HEAD. HTTP/3 frames it,
+                    // so it can be dropped without desynchronising anything, and the client
+                    // keeps the response whose head it already has.
+                    tracing::debug!(
+                        status = e.status,
+                        bytes = data.len(),
+                        "content on a response that has none; dropped"
+                    );
+                    return Ok(true);
+                }
                 let seen = e.resp_seen + data.len() as u64;
-                let too_long = e.resp_declared.is_some_and(|d| seen > d)
-                    || e.is_head_request()
-                    || e.status == 204
-                    || e.status == 304;
+                let too_long = e.resp_declared.is_some_and(|d| seen > d);
                 if too_long {
                     self.abort_exchange(ex, Some(Code::INTERNAL_ERROR), Code::MESSAGE_ERROR);
                     return Ok(false);

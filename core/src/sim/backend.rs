@@ -287,6 +287,7 @@ fn read_request(name: &str, conn: &mut H3Conn, id: StreamId) -> u64 {
     let mut headers = Vec::new();
     frame::write_frame(frame::ty::HEADERS, &block, &mut headers);
     s.to_send.push_back(Bytes::from(headers));
+    // The body goes out even for HEAD, as sloppy servers do: Spooky must drop it.
     if !body.is_empty() {
         s.to_send.push_back(frame::data_header(body.len()));
         s.to_send.push_back(Bytes::from(body));
