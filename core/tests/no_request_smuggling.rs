@@ -1,5 +1,6 @@
 //! Generated HTTP/3 requests, well-formed and not, through a client, the core and an
-//! HTTP/1.1 backend in the simulator. Whatever the client sends:
+//! HTTP/1.1 or HTTP/3 backend in the simulator, over a clean or a lossy, reordering network.
+//! Whatever the client sends:
 //! - the request ends (answered, reset or closed);
 //! - one HTTP/3 request is never more than one HTTP/1.1 request at the backend, and the
 //!   backend holds no bytes that frame as no request (no request smuggling);
@@ -145,6 +146,17 @@ fn hostile_request() -> impl Strategy<Value = SimRequest> {
     )
 }
 
+/// The simulated network: clean, or losing 3% of datagrams and reordering them.
+#[derive(Debug, Clone, Copy)]
+struct Network {
+    seed: u64,
+    lossy: bool,
+}
+
+fn network() -> impl Strategy<Value = Network> {
+    (0u64..1 << 32, proptest::bool::weighted(0.3)).prop_map(|(seed, lossy)| Network { seed, lossy })
+}
+
 /// Which backend the simulated pool has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -154,7 +166,7 @@ enum Backend {
 
 /// Sends `request` through a one-backend simulation and checks everything the module
 /// promises.
-fn check(request: SimRequest, kind: Backend) -> Result<(), TestCaseError> {
+fn check(request: SimRequest, kind: Backend, network: Network) -> Result<(), TestCaseError> {
     let mut section = FieldSection::new();
     for (name, value) in &request.fields {
         section.push(name, value);
@@ -169,8 +181,15 @@ fn check(request: SimRequest, kind: Backend) -> Result<(), TestCaseError> {
     let mut sim = Sim::new(
         Instant::now(),
         SimConfig {
+            seed: network.seed,
             h1_backends,
             h3_backends,
+            loss_ppm: if network.lossy { 30_000 } else { 0 },
+            jitter: if network.lossy {
+                Duration::from_millis(4)
+            } else {
+                Duration::ZERO
+            },
             ..SimConfig::default()
         },
     );
@@ -234,12 +253,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn nothing_is_smuggled_to_http1_backends(request in request()) {
-        check(request, Backend::Http1)?;
+    fn nothing_is_smuggled_to_http1_backends(request in request(), network in network()) {
+        check(request, Backend::Http1, network)?;
     }
 
     #[test]
-    fn http3_backends_get_only_valid_requests_and_whole_bodies(request in request()) {
-        check(request, Backend::Http3)?;
+    fn http3_backends_get_only_valid_requests_and_whole_bodies(
+        request in request(),
+        network in network(),
+    ) {
+        check(request, Backend::Http3, network)?;
     }
 }
