@@ -318,6 +318,9 @@ pub struct H1Backend {
     pub status: Option<u16>,
     /// Accept connections and requests but never answer.
     pub silent: bool,
+    /// Raw bytes to answer the next requests with, one entry per request, instead of a
+    /// well-formed response: to see what Spooky makes of broken or ambiguous responses.
+    pub scripted: VecDeque<Vec<u8>>,
 }
 
 impl H1Backend {
@@ -332,6 +335,7 @@ impl H1Backend {
             bytes_received: 0,
             status: None,
             silent: false,
+            scripted: VecDeque::new(),
         }
     }
 
@@ -386,6 +390,10 @@ impl H1Backend {
                 continue;
             }
             self.requests += 1;
+            if let Some(raw) = self.scripted.pop_front() {
+                replies.push(Some(raw));
+                continue;
+            }
             let (status, body) = answer(&self.name, &method, &path, body);
             let status = self.status.unwrap_or(status);
             let mut response = format!(
