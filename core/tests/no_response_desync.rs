@@ -1,7 +1,8 @@
 //! Broken and ambiguous HTTP/1.1 responses (conflicting framing, bad chunk sizes, bare
 //! LFs, interim responses, a second response smuggled behind the first) from a simulated
 //! backend. Whatever the backend sends for one request:
-//! - that request ends (a response, a 502 or 504, or a reset), within the timeouts;
+//! - that request ends (a response, a 502 or 504, or a reset), within the timeouts, and
+//!   what reaches the client is valid HTTP/3 (no connection-specific or uppercase fields);
 //! - the next request on the same pool gets its own, real answer: bytes left over from the
 //!   broken response never become another client's response (no response desync).
 
@@ -54,6 +55,12 @@ fn header_line() -> impl Strategy<Value = &'static str> {
         1 => Just("x-nul: a\0b\r\n"),
         1 => Just("no colon\r\n"),
         2 => Just("x-fine: yes\r\n"),
+        1 => Just("Connection: x-hop\r\nx-hop: secret\r\n"),
+        1 => Just("Keep-Alive: timeout=5\r\n"),
+        1 => Just("Upgrade: h2c\r\n"),
+        1 => Just("Proxy-Connection: keep-alive\r\n"),
+        1 => Just("X-Upper-Case: Value\r\n"),
+        1 => Just("x-tab:\tvalue\t\r\n"),
     ]
 }
 
@@ -143,6 +150,29 @@ fn check(raw: Vec<u8>, seed: u64) -> Result<(), TestCaseError> {
     );
     let first = sim.clients[client].response(0).clone();
     prop_assert!(first.connection_error.is_none(), "{:?}", first);
+    // Whatever reached the client is valid HTTP/3: lowercase names, no connection-specific
+    // fields (nor the ones `Connection` named), no CR, LF or NUL in values.
+    for (name, value) in &first.fields {
+        prop_assert!(!name.bytes().any(|b| b.is_ascii_uppercase()), "{:?}", first);
+        prop_assert!(
+            ![
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "transfer-encoding",
+                "upgrade",
+                "x-hop"
+            ]
+            .contains(&name.as_str()),
+            "{:?}",
+            first
+        );
+        prop_assert!(
+            !value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)),
+            "{:?}",
+            first
+        );
+    }
 
     sim.request(client, SimRequest::new("GET", "/second"));
     prop_assert!(
