@@ -563,6 +563,14 @@ impl Backend {
                 c.initial_dst_cid_provider(quic::initial_dcid_provider(rng));
                 Some(c)
             }
+            // TLS materials out of step with the configuration: fail loudly here rather than
+            // with a 502 on every request.
+            None if b.protocol == BackendProtocol::Http3 => {
+                return Err(CoreError::Tls {
+                    what: format!("backend {}", b.id),
+                    reason: "no TLS settings were loaded for this HTTP/3 backend".into(),
+                });
+            }
             _ => None,
         };
         Ok(Backend {

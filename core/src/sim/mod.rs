@@ -606,9 +606,9 @@ impl Sim {
 pub fn sim_tls(config: &Config) -> TlsMaterials {
     TlsMaterials {
         server: sim_identity(),
+        // In `Config::all_backends` order, like `TlsMaterials::load`.
         backends: config
-            .backends
-            .iter()
+            .all_backends()
             .map(|b| {
                 (b.protocol == BackendProtocol::Http3).then_some(UpstreamVerify::InsecureSkipVerify)
             })
