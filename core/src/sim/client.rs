@@ -79,6 +79,8 @@ pub struct SimResponse {
     pub connection_error_code: Option<u64>,
     /// The exchange is over.
     pub done: bool,
+    /// The client cancelled it (reset its side and stopped reading).
+    pub cancelled: bool,
 }
 
 impl SimResponse {
@@ -149,6 +151,28 @@ impl SimClient {
         let i = self.requests.len() - 1;
         self.pending.push_back(i);
         i
+    }
+
+    /// Gives up on request `i`: a request not yet sent is dropped; one under way has its
+    /// stream reset and its response stopped with H3_REQUEST_CANCELLED.
+    pub(super) fn cancel(&mut self, i: usize) {
+        const H3_REQUEST_CANCELLED: u32 = 0x10c;
+        if let Some(pos) = self.pending.iter().position(|&p| p == i) {
+            self.pending.remove(pos);
+        } else if let Some(pos) = self.streams.iter().position(|s| s.request == i) {
+            let stream = self.streams.remove(pos);
+            if let Some((_, conn)) = self.conn.as_mut() {
+                let code = quinn_proto::VarInt::from_u32(H3_REQUEST_CANCELLED);
+                // Either side may be over already; then there is nothing to cancel.
+                let _ = conn.send_stream(stream.id).reset(code);
+                let _ = conn.recv_stream(stream.id).stop(code);
+            }
+        }
+        let response = &mut self.requests[i].1;
+        if !response.done {
+            response.done = true;
+            response.cancelled = true;
+        }
     }
 
     /// The response to request `i` so far.

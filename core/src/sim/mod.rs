@@ -328,6 +328,12 @@ impl Sim {
         }
     }
 
+    /// Client `c` gives up on its request `i` (see [`SimRequest`]'s index from
+    /// [`Sim::request`]).
+    pub fn cancel(&mut self, c: usize, i: usize) {
+        self.clients[c].cancel(i);
+    }
+
     /// Starts a request on client `c`; returns its index in that client's request list.
     pub fn request(&mut self, c: usize, request: SimRequest) -> usize {
         self.clients[c].request(request)
