@@ -314,6 +314,8 @@ pub struct H1Backend {
     pub complete_requests_seen: u64,
     /// Bytes received on all connections.
     pub bytes_received: u64,
+    /// Method and path of every request received whole, in order.
+    pub seen: Vec<(String, String)>,
     /// Answer every request with this status instead.
     pub status: Option<u16>,
     /// Accept connections and requests but never answer.
@@ -333,6 +335,7 @@ impl H1Backend {
             requests: 0,
             complete_requests_seen: 0,
             bytes_received: 0,
+            seen: Vec::new(),
             status: None,
             silent: false,
             scripted: VecDeque::new(),
@@ -386,6 +389,7 @@ impl H1Backend {
         while let Some((consumed, method, path, body)) = parse_request(&conn.input) {
             conn.input.drain(..consumed);
             self.complete_requests_seen += 1;
+            self.seen.push((method.clone(), path.clone()));
             if self.silent {
                 continue;
             }
