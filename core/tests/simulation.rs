@@ -433,3 +433,39 @@ fn content_on_a_head_response_from_an_http3_backend_is_dropped() {
     assert_eq!(get.status, 200, "{get:?}");
     assert!(!get.body.is_empty(), "{get:?}");
 }
+
+/// A GET whose stream end comes late (its FIN lost and retransmitted, say) is held back until
+/// the end arrives, then forwarded as a plain GET: a chunked GET makes some HTTP/1.1 servers
+/// reset the connection mid-response. Found as a flaky download across a client port change.
+#[test]
+fn a_get_waits_for_its_late_stream_end_and_goes_out_without_a_body() {
+    let mut s = sim(SimConfig {
+        h1_backends: 1,
+        h3_backends: 0,
+        ..SimConfig::default()
+    });
+    let c = s.add_client();
+    // Something on the connection first, so that other events come and go during the wait.
+    s.request(c, SimRequest::new("GET", "/warm-up"));
+    run(&mut s, Duration::from_secs(10));
+    let late = s.request(c, SimRequest::new("GET", "/late-end"));
+    s.hold_end(c, late, true);
+    let during = s.request(c, SimRequest::new("GET", "/meanwhile"));
+    s.run_for(Duration::from_millis(300));
+    assert_eq!(s.clients[c].response(during).status, 200);
+    assert!(
+        !s.h1_backends[0]
+            .seen
+            .iter()
+            .any(|(_, path)| path == "/late-end"),
+        "forwarded before its end: {:?}",
+        s.h1_backends[0].seen
+    );
+    s.hold_end(c, late, false);
+    run(&mut s, Duration::from_secs(10));
+    assert_eq!(s.clients[c].response(late).status, 200);
+    assert_eq!(
+        s.h1_backends[0].chunked_requests, 0,
+        "a chunked GET went out"
+    );
+}

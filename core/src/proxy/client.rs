@@ -22,8 +22,12 @@ use crate::timer::FixedState;
 pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// How long a request whose method carries no body may wait for the client to finish its
-/// stream before it is routed anyway.
-const WAIT_FOR_END: std::time::Duration = std::time::Duration::from_millis(20);
+/// stream before it is routed anyway (as a chunked request). The FIN usually comes with the
+/// HEADERS, but when its packet is lost (a client changing address loses a few) it comes
+/// after a retransmission, tens or hundreds of milliseconds later; routing sooner would hand
+/// HTTP/1.1 backends a chunked GET, which some answer by resetting the connection mid-
+/// response once they close it with the request's last chunk unread.
+const WAIT_FOR_END: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Body bytes read ahead before a backend is chosen. A request that ends within this much is
 /// seen whole, and checked whole, before any of it is forwarded: a body that contradicts its
@@ -308,12 +312,19 @@ impl Core {
                         }
                         if e.awaits_end_of_bodiless_request() {
                             // A GET's FIN usually follows its HEADERS within a packet or two;
-                            // waiting a moment for it spares the backend a chunked GET (which
-                            // HTTP/1.1 servers often answer by closing the connection).
-                            e.waited_for_end = true;
-                            let at = self.now + WAIT_FOR_END;
-                            self.set_exchange_deadline(ex, at);
-                            return;
+                            // waiting for it spares the backend a chunked GET (which HTTP/1.1
+                            // servers often answer by closing the connection). Other events
+                            // on the stream do not cut the wait short; its deadline does.
+                            match e.end_wait_until {
+                                None => {
+                                    let at = self.now + WAIT_FOR_END;
+                                    e.end_wait_until = Some(at);
+                                    self.set_exchange_deadline(ex, at);
+                                    return;
+                                }
+                                Some(at) if self.now < at => return,
+                                Some(_) => {}
+                            }
                         }
                         self.dispatch(ex);
                         continue;

@@ -114,8 +114,8 @@ pub(super) struct Exchange {
     pub(super) attempt_started: Instant,
     /// A health probe of this backend, not a client's request.
     pub(super) probe: Option<usize>,
-    /// Routing was held back once to wait for the end of a bodiless request.
-    pub(super) waited_for_end: bool,
+    /// Routing is held back until then, waiting for the end of a bodiless request.
+    pub(super) end_wait_until: Option<Instant>,
     /// The route the current attempt took, if a rule matched.
     pub(super) route: Option<super::pool::RouteRef>,
 
@@ -166,7 +166,7 @@ impl Exchange {
             retrying: false,
             attempt_started: now,
             probe: None,
-            waited_for_end: false,
+            end_wait_until: None,
             route: None,
             resp: RespState::AwaitHead,
             status: 0,
@@ -181,8 +181,7 @@ impl Exchange {
     /// A GET-like request (no content-length, no body so far) whose stream has not ended:
     /// worth waiting a moment for its end before routing it.
     pub(super) fn awaits_end_of_bodiless_request(&self) -> bool {
-        !self.waited_for_end
-            && self.req == ReqState::Body
+        self.req == ReqState::Body
             && self.body_seen == 0
             && self
                 .head

@@ -316,6 +316,8 @@ pub struct H1Backend {
     pub bytes_received: u64,
     /// Method and path of every request received whole, in order.
     pub seen: Vec<(String, String)>,
+    /// Requests received with a chunked body.
+    pub chunked_requests: u64,
     /// Answer every request with this status instead.
     pub status: Option<u16>,
     /// Accept connections and requests but never answer.
@@ -336,6 +338,7 @@ impl H1Backend {
             complete_requests_seen: 0,
             bytes_received: 0,
             seen: Vec::new(),
+            chunked_requests: 0,
             status: None,
             silent: false,
             scripted: VecDeque::new(),
@@ -387,6 +390,13 @@ impl H1Backend {
         conn.input.extend_from_slice(&data);
         let mut replies = Vec::new();
         while let Some((consumed, method, path, body)) = parse_request(&conn.input) {
+            let head_end = find_crlf_crlf(&conn.input[..consumed]);
+            if String::from_utf8_lossy(&conn.input[..head_end])
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked")
+            {
+                self.chunked_requests += 1;
+            }
             conn.input.drain(..consumed);
             self.complete_requests_seen += 1;
             self.seen.push((method.clone(), path.clone()));
@@ -472,4 +482,11 @@ fn parse_request(buf: &[u8]) -> Option<(usize, String, String, Vec<u8>)> {
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// Where a request head ends (the whole buffer if it does not).
+fn find_crlf_crlf(buf: &[u8]) -> usize {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4)
 }

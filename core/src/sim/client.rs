@@ -98,6 +98,8 @@ struct ClientStream {
     request: usize,
     to_send: VecDeque<Bytes>,
     reader: FrameReader,
+    /// The stream's end was sent.
+    finished: bool,
 }
 
 /// A simulated client with one connection.
@@ -110,6 +112,8 @@ pub struct SimClient {
     pending: VecDeque<usize>,
     requests: Vec<(SimRequest, SimResponse)>,
     streams: Vec<ClientStream>,
+    /// Requests whose stream end (FIN) is not to be sent yet.
+    held_ends: Vec<usize>,
 }
 
 impl SimClient {
@@ -143,6 +147,7 @@ impl SimClient {
             pending: VecDeque::new(),
             requests: Vec::new(),
             streams: Vec::new(),
+            held_ends: Vec::new(),
         }
     }
 
@@ -151,6 +156,15 @@ impl SimClient {
         let i = self.requests.len() - 1;
         self.pending.push_back(i);
         i
+    }
+
+    /// Holds back (or, with `held` false, lets go) the end of request `i`'s stream: its
+    /// bytes go out, its FIN does not.
+    pub(super) fn hold_end(&mut self, i: usize, held: bool) {
+        self.held_ends.retain(|&r| r != i);
+        if held {
+            self.held_ends.push(i);
+        }
     }
 
     /// Gives up on request `i`: a request not yet sent is dropped; one under way has its
@@ -309,23 +323,25 @@ impl SimClient {
                     request: i,
                     to_send,
                     reader: FrameReader::new(1 << 20),
+                    finished: false,
                 });
             }
-            // Write request bytes as flow control allows.
+            // Write request bytes as flow control allows; end each stream once its bytes
+            // are out, unless its end is held back.
             for s in &mut self.streams {
-                if s.to_send.is_empty() {
-                    continue;
-                }
-                let chunks = s.to_send.make_contiguous();
-                match conn.send_stream(s.id).write_chunks(chunks) {
-                    Ok(w) => {
-                        s.to_send.drain(..w.chunks);
-                        if s.to_send.is_empty() {
-                            let _ = conn.send_stream(s.id).finish();
+                if !s.to_send.is_empty() {
+                    let chunks = s.to_send.make_contiguous();
+                    match conn.send_stream(s.id).write_chunks(chunks) {
+                        Ok(w) => {
+                            s.to_send.drain(..w.chunks);
                         }
+                        Err(WriteError::Blocked) => {}
+                        Err(_) => s.to_send.clear(),
                     }
-                    Err(WriteError::Blocked) => {}
-                    Err(_) => s.to_send.clear(),
+                }
+                if s.to_send.is_empty() && !s.finished && !self.held_ends.contains(&s.request) {
+                    let _ = conn.send_stream(s.id).finish();
+                    s.finished = true;
                 }
             }
         }

@@ -328,6 +328,11 @@ impl Sim {
         }
     }
 
+    /// Client `c` holds back the end (FIN) of its request `i`'s stream, or lets it go.
+    pub fn hold_end(&mut self, c: usize, i: usize, held: bool) {
+        self.clients[c].hold_end(i, held);
+    }
+
     /// Client `c` gives up on its request `i` (see [`SimRequest`]'s index from
     /// [`Sim::request`]).
     pub fn cancel(&mut self, c: usize, i: usize) {
