@@ -9,6 +9,15 @@ use std::fmt::Write as _;
 use crate::metrics::{Metrics, render_prometheus};
 use crate::proxy::BackendStatus;
 
+/// Largest request head the admin endpoint reads; a longer one is routed on what arrived.
+pub const MAX_HEAD: usize = 8192;
+
+/// True once `head` holds a whole request head (or as much as [`MAX_HEAD`] allows): stop
+/// reading and route it with [`AdminRoute::of_head`].
+pub fn head_complete(head: &[u8]) -> bool {
+    head.len() >= MAX_HEAD || head.windows(4).any(|w| w == b"\r\n\r\n")
+}
+
 /// What the admin endpoint was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminRoute {
@@ -36,6 +45,14 @@ impl AdminRoute {
             "/health" | "/healthz" => AdminRoute::Health,
             _ => AdminRoute::NotFound,
         }
+    }
+
+    /// The route for the request line at the start of `head`.
+    pub fn of_head(head: &[u8]) -> AdminRoute {
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut words = line.split_whitespace();
+        AdminRoute::of(words.next().unwrap_or(""), words.next().unwrap_or(""))
     }
 
     /// True if answering needs the counters and backend states.
@@ -128,6 +145,18 @@ mod tests {
             AdminRoute::of("POST", "/metrics"),
             AdminRoute::MethodNotAllowed
         );
+    }
+
+    #[test]
+    fn heads() {
+        assert!(!head_complete(b"GET /metrics HTTP/1.1\r\nhost: a\r\n"));
+        assert!(head_complete(b"GET /metrics HTTP/1.1\r\nhost: a\r\n\r\n"));
+        assert!(head_complete(&[b'x'; MAX_HEAD]));
+        assert_eq!(
+            AdminRoute::of_head(b"GET /backends HTTP/1.1\r\n\r\n"),
+            AdminRoute::Backends
+        );
+        assert_eq!(AdminRoute::of_head(b""), AdminRoute::MethodNotAllowed);
     }
 
     #[test]

@@ -45,17 +45,14 @@ async fn serve(
 ) -> io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 512];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+    while !admin::head_complete(&head) {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_whitespace();
-    let route = AdminRoute::of(words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let route = AdminRoute::of_head(&head);
     let (mut metrics, mut backends) = Default::default();
     if route.needs_state() {
         let (reply, answer) = oneshot::channel();
