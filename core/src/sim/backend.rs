@@ -389,14 +389,15 @@ impl H1Backend {
         self.bytes_received += data.len() as u64;
         conn.input.extend_from_slice(&data);
         let mut replies = Vec::new();
-        while let Some((consumed, method, path, body)) = parse_request(&conn.input) {
-            let head_end = find_crlf_crlf(&conn.input[..consumed]);
-            if String::from_utf8_lossy(&conn.input[..head_end])
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked")
-            {
-                self.chunked_requests += 1;
-            }
+        while let Some(ParsedRequest {
+            consumed,
+            method,
+            path,
+            body,
+            chunked,
+        }) = parse_request(&conn.input)
+        {
+            self.chunked_requests += u64::from(chunked);
             conn.input.drain(..consumed);
             self.complete_requests_seen += 1;
             self.seen.push((method.clone(), path.clone()));
@@ -425,8 +426,19 @@ impl H1Backend {
     }
 }
 
-/// Parses one complete request from `buf`: (bytes used, method, path, body).
-fn parse_request(buf: &[u8]) -> Option<(usize, String, String, Vec<u8>)> {
+/// One complete request taken from a connection's input.
+struct ParsedRequest {
+    /// Bytes of input it used.
+    consumed: usize,
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    /// Its body came with chunked coding.
+    chunked: bool,
+}
+
+/// Parses one complete request from `buf`.
+fn parse_request(buf: &[u8]) -> Option<ParsedRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = req.parse(buf).ok()? else {
@@ -455,7 +467,13 @@ fn parse_request(buf: &[u8]) -> Option<(usize, String, String, Vec<u8>)> {
                     let empty = end == at;
                     at = end + 2;
                     if empty {
-                        return Some((at, method, path, body));
+                        return Some(ParsedRequest {
+                            consumed: at,
+                            method,
+                            path,
+                            body,
+                            chunked: true,
+                        });
                     }
                 }
             }
@@ -472,21 +490,15 @@ fn parse_request(buf: &[u8]) -> Option<(usize, String, String, Vec<u8>)> {
     if buf.len() < head_len + len {
         return None;
     }
-    Some((
-        head_len + len,
+    Some(ParsedRequest {
+        consumed: head_len + len,
         method,
         path,
-        buf[head_len..head_len + len].to_vec(),
-    ))
+        body: buf[head_len..head_len + len].to_vec(),
+        chunked: false,
+    })
 }
 
 fn find_crlf(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\r\n")
-}
-
-/// Where a request head ends (the whole buffer if it does not).
-fn find_crlf_crlf(buf: &[u8]) -> usize {
-    buf.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(buf.len(), |i| i + 4)
 }
